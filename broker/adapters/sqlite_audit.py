@@ -1,0 +1,469 @@
+"""Durable, hash-chained audit log in SQLite, with group commit.
+
+Usage::
+
+    log = SQLiteAuditLog(Path("/var/lib/broker/audit.db"))
+    await log.start()
+    record = await log.append(event)     # returns after COMMIT (WAL, synchronous=FULL)
+    async for r in log.iter_records(since, until):
+        ...
+    await log.close()
+
+Threads, not aiosqlite: a group commit must run BEGIN, every INSERT and
+COMMIT as one uninterrupted unit on one connection. Doing that as a single
+function call on a dedicated writer thread (a one-worker executor) gives one
+thread hop per group and no way for another coroutine to slip a statement into
+the open transaction; aiosqlite would add a hop per statement and a shared
+connection. Reads use a second connection on a second thread, so exports
+never wait behind the writer (WAL lets them run side by side).
+
+Group commit: ``append`` queues the event and awaits a future. One writer task
+takes everything queued (up to ``max_batch``), chains the records from the
+in-memory head, writes them in one transaction and only then resolves the
+futures. If anything fails, every waiter in the group gets ``AuditWriteError``
+and the head is marked stale: the next group re-reads it from disk, so a
+failure leaves neither a gap nor a fork. The table also refuses, by trigger,
+any row that does not link to its predecessor and any UPDATE or DELETE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, ParamSpec, TypeVar
+
+import rfc8785
+import structlog
+
+from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
+from broker.audit.record import (
+    AuditEvent,
+    AuditRecord,
+    AuditRecordInvalid,
+    chain_next,
+    format_time,
+)
+from broker.errors import AuditWriteError
+
+__all__ = ["SQLiteAuditLog"]
+
+_log = structlog.get_logger(__name__)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+SCHEMA_VERSION: Final = 1  # also written by _SCHEMA (PRAGMA user_version)
+
+# The literal zeros are GENESIS_HASH (checked by the adapter tests).
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS audit_record (
+    seq       INTEGER PRIMARY KEY,
+    time      TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL UNIQUE,
+    body      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_record_time ON audit_record(time);
+CREATE TRIGGER IF NOT EXISTS audit_record_link BEFORE INSERT ON audit_record
+WHEN (NEW.seq = 0 AND
+      NEW.prev_hash <> '0000000000000000000000000000000000000000000000000000000000000000')
+  OR (NEW.seq > 0 AND NEW.prev_hash IS NOT
+      (SELECT hash FROM audit_record WHERE seq = NEW.seq - 1))
+  OR NEW.seq < 0
+BEGIN SELECT RAISE(ABORT, 'audit record does not link to its predecessor'); END;
+CREATE TRIGGER IF NOT EXISTS audit_record_no_update BEFORE UPDATE ON audit_record
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_record_no_delete BEFORE DELETE ON audit_record
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+PRAGMA user_version = 1;
+"""
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: AuditEvent
+    future: asyncio.Future[AuditRecord]
+
+
+class _Closing:
+    """Queue sentinel: the writer stops after the groups queued before it."""
+
+
+def _row_body(record: AuditRecord) -> str:
+    return rfc8785.dumps(record.to_dict(with_hash=True)).decode("utf-8")
+
+
+def _record_from_body(body: str) -> AuditRecord:
+    """Parse a stored row; ``from_dict`` re-checks the record's own hash."""
+    return AuditRecord.from_dict(json.loads(body))
+
+
+class SQLiteAuditLog:
+    """Audit sink on one SQLite file. Not safe to open one file from two processes.
+
+    ``fail_writes`` is a fault-injection seam for tests: called on the writer
+    thread once per group after the INSERTs and before COMMIT; returning True
+    makes that group's transaction fail and roll back.
+
+    ``transactions`` counts committed groups (so tests can see grouping).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fail_writes: Callable[[], bool] | None = None,
+        max_batch: int = 512,
+        max_pending: int = 10_000,
+        page_size: int = 500,
+        busy_timeout_ms: int = 5_000,
+    ) -> None:
+        self.path = path
+        self.transactions = 0
+        self._fail_writes = fail_writes
+        self._max_batch = max_batch
+        self._page_size = page_size
+        self._busy_timeout_ms = busy_timeout_ms
+        self._queue: asyncio.Queue[_Pending | _Closing] = asyncio.Queue(max_pending)
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._head: AuditRecord | None = None
+        self._head_stale = True
+        self._open = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open (creating if needed) the database and start the writer task.
+
+        Raises:
+            AuditWriteError: the file cannot be opened, has an unknown schema
+                version, or its last record is corrupt.
+        """
+        if self._open:
+            return
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
+        self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="audit-reader")
+        try:
+            await self._on_writer(self._open_writer)
+            await self._on_reader(self._open_reader)
+            self._head = await self._on_writer(self._read_head)
+        except (sqlite3.Error, OSError, ValueError, AuditRecordInvalid) as exc:
+            await self._shutdown_threads()
+            raise AuditWriteError(
+                f"cannot open audit log {self.path}: {exc}", retryable=False
+            ) from exc
+        self._head_stale = False
+        self._open = True
+        self._writer_task = asyncio.create_task(self._writer(), name="audit-writer")
+
+    async def close(self) -> None:
+        """Finish every append queued so far, then close the database."""
+        if not self._open:
+            return
+        self._open = False
+        await self._queue.put(_Closing())
+        if self._writer_task is not None:
+            await self._writer_task
+            self._writer_task = None
+        await self._shutdown_threads()
+
+    async def _shutdown_threads(self) -> None:
+        for pool, attr in ((self._writer_pool, "_wconn"), (self._reader_pool, "_rconn")):
+            if pool is None:
+                continue
+            conn: sqlite3.Connection | None = getattr(self, attr)
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(pool, conn.close)
+                setattr(self, attr, None)
+            pool.shutdown(wait=True)
+        self._writer_pool = self._reader_pool = None
+
+    # -- public API -----------------------------------------------------------------------------
+
+    async def append(self, event: AuditEvent) -> AuditRecord:
+        """Append ``event``; return its record once the transaction has committed.
+
+        Raises:
+            AuditWriteError: the log is closed or overloaded, or the group this
+                event was written in failed (nothing of that group is stored).
+        """
+        if not self._open:
+            raise AuditWriteError("audit log is not open", retryable=False)
+        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(event, future))
+        except asyncio.QueueFull:
+            raise AuditWriteError("audit log is overloaded") from None
+        return await future
+
+    async def head(self) -> AuditRecord | None:
+        """The last committed record, or None for an empty log.
+
+        Raises:
+            AuditWriteError: the log is closed or the head cannot be read.
+        """
+        if not self._open:
+            raise AuditWriteError("audit log is not open", retryable=False)
+        if self._head_stale:
+            return await self._refresh_head()
+        return self._head
+
+    async def check_writable(self) -> None:
+        """Readiness probe: the writer task runs and can take the write lock.
+
+        Raises:
+            AuditWriteError: it cannot.
+        """
+        if not self._open or self._writer_task is None or self._writer_task.done():
+            raise AuditWriteError("audit log is not open")
+        try:
+            await self._on_writer(self._probe_write_lock)
+        except sqlite3.Error as exc:
+            raise AuditWriteError(f"audit log is not writable: {exc}") from exc
+
+    async def iter_records(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> AsyncIterator[AuditRecord]:
+        """Committed records in seq order, fetched ``page_size`` at a time.
+
+        The window is contiguous, so the output always verifies as a chain:
+        from the first record with time >= ``since`` to the last with time <=
+        ``until``. Event times are not strictly ordered by seq (they are taken
+        when a request starts), so a few records inside the window may lie
+        just outside the bounds. Records appended after the call are not
+        included.
+
+        Raises:
+            AuditWriteError: the log is closed or cannot be read.
+            AuditChainBroken: a stored record is corrupt (``index`` is its seq).
+        """
+        if not self._open:
+            raise AuditWriteError("audit log is not open", retryable=False)
+        lo = format_time(since) if since is not None else None
+        hi = format_time(until) if until is not None else None
+        first, last = await self._reading(self._window, lo, hi)
+        after = first - 1
+        while after < last:
+            page = await self._reading(self._page, after, last)
+            if not page:
+                return
+            for record in page:
+                yield record
+            after = page[-1].seq
+
+    async def verify(self) -> ChainReport:
+        """Verify the whole stored chain from seq 0 (slow on big logs: O(records)).
+
+        Raises:
+            AuditChainBroken: at the first bad record (``index`` is its position).
+            AuditWriteError: the log is closed or cannot be read.
+        """
+        if not self._open:
+            raise AuditWriteError("audit log is not open", retryable=False)
+        return await self._reading(self._verify_all)
+
+    # -- writer task ----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        closing = False
+        while not closing:
+            item = await self._queue.get()
+            batch: list[_Pending] = []
+            while True:
+                if isinstance(item, _Closing):
+                    closing = True
+                    break
+                batch.append(item)
+                if len(batch) >= self._max_batch or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._commit_group(batch)
+
+    async def _commit_group(self, batch: list[_Pending]) -> None:
+        try:
+            prev = await self._refresh_head() if self._head_stale else self._head
+            records: list[AuditRecord] = []
+            for pending in batch:
+                prev = chain_next(prev, pending.event)
+                records.append(prev)
+            await self._on_writer(self._write_rows, records)
+        except asyncio.CancelledError:
+            self._head_stale = True
+            self._fail(batch, "audit writer was cancelled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged below, and reported to every waiter
+            # Any failure, expected (sqlite3, OSError) or not, must reach the
+            # waiters: a writer that died silently would hang every request.
+            self._head_stale = True
+            _log.exception("audit.write_failed", path=str(self.path), group=len(batch))
+            self._fail(batch, f"audit record could not be made durable ({type(exc).__name__})")
+            return
+        self._head = records[-1]
+        self.transactions += 1
+        for pending, record in zip(batch, records, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(record)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], message: str) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(AuditWriteError(message))
+
+    async def _refresh_head(self) -> AuditRecord | None:
+        head = await self._on_writer(self._read_head)
+        self._head, self._head_stale = head, False
+        return head
+
+    # -- thread plumbing ------------------------------------------------------------------------
+
+    async def _on_writer(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._writer_pool is None:
+            raise AuditWriteError("audit log is not open", retryable=False)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer_pool, lambda: fn(*args, **kwargs))
+
+    async def _on_reader(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._reader_pool is None:
+            raise AuditWriteError("audit log is not open", retryable=False)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, lambda: fn(*args, **kwargs))
+
+    async def _reading(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await self._on_reader(fn, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise AuditWriteError(f"audit log cannot be read: {exc}") from exc
+
+    # -- runs on the writer thread --------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        return conn
+
+    def _open_writer(self) -> None:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
+            # FULL: the WAL is fsynced at every COMMIT, so a returned append survives power loss.
+            conn.execute("PRAGMA synchronous = FULL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"unknown audit schema version {version}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._wconn = conn
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        if self._wconn is None:
+            raise sqlite3.OperationalError("writer connection is closed")
+        return self._wconn
+
+    def _read_head(self) -> AuditRecord | None:
+        row = (
+            self._writer_conn()
+            .execute("SELECT body FROM audit_record ORDER BY seq DESC LIMIT 1")
+            .fetchone()
+        )
+        return None if row is None else _record_from_body(row[0])
+
+    def _write_rows(self, records: list[AuditRecord]) -> None:
+        conn = self._writer_conn()
+        rows = [(r.seq, format_time(r.time), r.prev_hash, r.hash, _row_body(r)) for r in records]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO audit_record (seq, time, prev_hash, hash, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            if self._fail_writes is not None and self._fail_writes():
+                raise sqlite3.OperationalError("injected audit write failure")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _probe_write_lock(self) -> None:
+        conn = self._writer_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+
+    # -- runs on the reader thread --------------------------------------------------------------
+
+    def _open_reader(self) -> None:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        self._rconn = conn
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        if self._rconn is None:
+            raise sqlite3.OperationalError("reader connection is closed")
+        return self._rconn
+
+    def _window(self, lo: str | None, hi: str | None) -> tuple[int, int]:
+        conn = self._reader_conn()
+        first = 0
+        if lo is not None:
+            row = conn.execute(
+                "SELECT MIN(seq) FROM audit_record WHERE time >= ?", (lo,)
+            ).fetchone()
+            first = -1 if row[0] is None else int(row[0])
+        if hi is None:
+            row = conn.execute("SELECT MAX(seq) FROM audit_record").fetchone()
+        else:
+            row = conn.execute(
+                "SELECT MAX(seq) FROM audit_record WHERE time <= ?", (hi,)
+            ).fetchone()
+        last = -1 if row[0] is None else int(row[0])
+        if first < 0:
+            return 0, -1  # nothing at or after `since`
+        return first, last
+
+    def _page(self, after: int, last: int) -> list[AuditRecord]:
+        rows = (
+            self._reader_conn()
+            .execute(
+                "SELECT seq, body FROM audit_record"
+                " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (after, last, self._page_size),
+            )
+            .fetchall()
+        )
+        out: list[AuditRecord] = []
+        for seq, body in rows:
+            try:
+                out.append(_record_from_body(body))
+            except (ValueError, AuditRecordInvalid) as exc:
+                raise AuditChainBroken(int(seq), f"stored record is corrupt: {exc}") from None
+        return out
+
+    def _verify_all(self) -> ChainReport:
+        cursor = self._reader_conn().execute("SELECT body FROM audit_record ORDER BY seq")
+
+        def bodies() -> Iterator[Any]:
+            for (body,) in cursor:
+                try:
+                    yield json.loads(body)
+                except ValueError:
+                    yield None  # verify_chain reports it as malformed at this index
+
+        return verify_chain(bodies(), require_genesis=True)

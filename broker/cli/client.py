@@ -1,0 +1,57 @@
+"""``broker client``: the enclave side, for trying the broker and for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from broker.client import BrokerClient, RemoteError
+from broker.client.providers import PROVIDERS
+from broker.errors import BrokerError
+
+
+@click.group()
+def client() -> None:
+    """Act as an enclave: attest and fetch resources."""
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)
+
+
+@client.command("get-resource")
+@click.argument("resource")
+@click.option("--url", envvar="BROKER_ADDR", default="http://127.0.0.1:8300", show_default=True)
+@click.option("--tee", type=click.Choice(sorted(PROVIDERS)), default="sample", show_default=True,
+              help="Evidence provider.")
+@click.option("--wrap", type=click.Choice(["p256", "p521", "rsa", "x25519", "mlkem768x25519", "sealedbox"]),
+              default="p256", show_default=True, help="Ephemeral key type the release is wrapped to.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the secret (created 0600).")
+def get_resource(resource: str, url: str, tee: str, wrap: str, out: Path) -> None:
+    """Attest, fetch RESOURCE (repo/type/tag), unwrap it and write it to --out."""
+
+    async def run() -> None:
+        async with BrokerClient(url, wrap=wrap) as broker:
+            released = await broker.get_resource(resource, PROVIDERS[tee]())
+        _write_secret(out, released.value.reveal())
+        click.echo(
+            f"wrote {len(released.value)} bytes of {released.resource} version {released.version}"
+            f" ({released.alg}) to {out}"
+        )
+
+    try:
+        asyncio.run(run())
+    except RemoteError as exc:
+        detail = f" reasons: {', '.join(exc.reasons)}" if exc.reasons else ""
+        raise click.ClickException(f"{exc.message}{detail}") from None
+    except BrokerError as exc:
+        raise click.ClickException(exc.diagnostics()) from None

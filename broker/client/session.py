@@ -1,0 +1,143 @@
+"""The enclave-side client: auth -> attest -> resource, then unwrap.
+
+    async with BrokerClient("http://127.0.0.1:8300") as client:
+        released = await client.get_resource("default/key/demo", SampleProvider())
+
+It depends only on the wire format, the binding digest and the unwrap half of
+the key layer, so it stays small enough to vendor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from broker.errors import BackendError, BrokerError, MalformedRequest, TokenInvalid
+from broker.evidence.binding import expectation_for
+from broker.keys.material import SecretBytes
+from broker.keys.unwrap import ClientKeyPair, unwrap
+from broker.keys.wrap import WrapContext
+from broker.client.providers import EvidenceProvider
+
+PROTOCOL_VERSION = "0.4.0"
+
+
+class RemoteError(BrokerError):
+    """The broker answered with an error body."""
+
+    def __init__(self, status: int, code: str, detail: str, reasons: list[str]) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.reasons = tuple(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    resource: str
+    version: int
+    alg: str
+    value: SecretBytes = field(repr=False)
+
+
+def _token_jti(token: str) -> str:
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(data["jti"])
+    except (IndexError, KeyError, ValueError, binascii.Error):
+        raise TokenInvalid("broker returned a malformed token") from None
+
+
+class BrokerClient:
+    def __init__(self, url: str, *, timeout: float = 30.0, wrap: str = "p256") -> None:
+        self._url = url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._wrap = wrap
+        self._http: aiohttp.ClientSession | None = None
+        self.token: str | None = None
+
+    async def __aenter__(self) -> BrokerClient:
+        # unsafe=True: the jar must keep cookies of an IP-address host (127.0.0.1).
+        self._http = aiohttp.ClientSession(
+            timeout=self._timeout, cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("use BrokerClient as an async context manager")
+        return self._http
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, bytes]:
+        try:
+            async with self.http.request(method, self._url + path, **kwargs) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BackendError(f"cannot reach the broker at {self._url}: {type(exc).__name__}") from None
+        if resp.status >= 400:
+            try:
+                err = json.loads(body)
+                code = str(err.get("type", "")).rsplit("/", 1)[-1]
+                raise RemoteError(resp.status, code, str(err.get("detail", "")), list(err.get("reasons") or []))
+            except (ValueError, AttributeError):
+                raise RemoteError(resp.status, "HTTPError", body[:200].decode("utf-8", "replace"), []) from None
+        return resp, body
+
+    async def attest(self, provider: EvidenceProvider) -> ClientKeyPair:
+        """Runs auth + attest; keeps the token; returns the ephemeral key pair."""
+        _, body = await self._call(
+            "POST", "/kbs/v0/auth",
+            json={"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""},
+        )
+        try:
+            nonce = str(json.loads(body)["nonce"])
+        except (ValueError, KeyError, TypeError):
+            raise MalformedRequest("broker sent a malformed challenge") from None
+        keypair = ClientKeyPair.generate(self._wrap)  # type: ignore[arg-type]
+        pubkey = keypair.public_jwk()
+        expect = expectation_for(nonce, pubkey, "")
+        evidence = await provider.evidence(expect.report_data)
+        _, body = await self._call(
+            "POST", "/kbs/v0/attest",
+            json={
+                "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
+                "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+            },
+        )
+        try:
+            self.token = str(json.loads(body)["token"])
+        except (ValueError, KeyError, TypeError):
+            raise MalformedRequest("broker sent a malformed attestation response") from None
+        return keypair
+
+    async def fetch(self, resource: str, keypair: ClientKeyPair) -> Released:
+        """GET one resource with the current token and unwrap it."""
+        if self.token is None:
+            raise TokenInvalid("attest first")
+        resp, body = await self._call(
+            "GET", f"/kbs/v0/resource/{resource}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        version = int(resp.headers.get("X-Key-Version", "0"))
+        envelope = json.loads(body)
+        context = WrapContext(resource=resource, version=version, jti=_token_jti(self.token))
+        value = unwrap(envelope, keypair, context=context)
+        return Released(resource, version, resp.headers.get("X-Wrap-Alg", ""), SecretBytes(value))
+
+    async def get_resource(self, resource: str, provider: EvidenceProvider) -> Released:
+        keypair = await self.attest(provider)
+        return await self.fetch(resource, keypair)

@@ -1,0 +1,211 @@
+"""Settings: one TOML file, ``BROKER_<SECTION>_<KEY>`` environment overrides.
+
+Loaded only by entry points (``broker serve``) and passed down explicitly.
+Every default is the safe one; ``--dev`` is the only switch that enables the
+simulated TEE and generates credentials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+from broker.errors import ConfigError
+
+PRODUCTION_TEES = ("sev-snp", "tdx", "sgx", "nitro", "az-snp-vtpm", "az-tdx-vtpm")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8300
+    data_dir: str = "broker-data"
+    max_request_bytes: int = 1 << 20
+    # Seconds a shutdown waits for in-flight requests.
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KBSSettings:
+    nonce_ttl_seconds: int = 300
+    token_ttl_seconds: int = 300
+    issuer: str = "attested-broker"
+    enabled_tees: tuple[str, ...] = PRODUCTION_TEES
+    # The simulated TEE releases keys to anyone who can run the client: only --dev enables it.
+    allow_sample_tee: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSettings:
+    # Empty: the vendor roots pinned in the package.
+    roots_dir: str = ""
+    # Operator-loaded collateral (AMD KDS / Intel PCS responses) for air-gapped sites.
+    collateral_dir: str = ""
+    max_evidence_bytes: int = 512 * 1024
+    max_age_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    dir: str = "policies"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    max_secret_bytes: int = 64 * 1024
+    # Empty: every algorithm the broker implements.
+    allowed_wrap_algs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    # Files holding one bearer token each; the role is the key.
+    admin_token_file: str = ""
+    auditor_token_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    format: str = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    kbs: KBSSettings = field(default_factory=KBSSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    dev: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+
+_T = TypeVar("_T")
+
+
+def _coerce(key: str, raw: Any, kind: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return raw.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(f"{key}: expected a boolean")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: expected an integer")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer") from None
+    if kind is float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number") from None
+    if kind is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{key}: expected a string")
+        return raw
+    if kind == tuple[str, ...]:
+        if isinstance(raw, str):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+            return tuple(raw)
+        raise ConfigError(f"{key}: expected a list of strings")
+    raise ConfigError(f"{key}: unsupported setting type")  # pragma: no cover
+
+
+def _section(cls: type[_T], name: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> _T:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown setting")
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        env_name = f"BROKER_{name.upper()}_{f.name.upper()}"
+        if env_name in environ:
+            values[f.name] = _coerce(env_name, environ[env_name], hints[f.name])
+        elif f.name in table:
+            values[f.name] = _coerce(f"{name}.{f.name}", table[f.name], hints[f.name])
+    return cls(**values)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "kbs": KBSSettings,
+    "evidence": EvidenceSettings,
+    "policy": PolicySettings,
+    "keys": KeySettings,
+    "admin": AdminSettings,
+    "log": LogSettings,
+}
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read TOML (if given), apply ``BROKER_*`` overrides, validate.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    for key in data:
+        if key not in _SECTIONS:
+            raise ConfigError(f"{key}: unknown config section")
+    sections = {
+        name: _section(cls, name, data.get(name, {}), environ) for name, cls in _SECTIONS.items()
+    }
+    settings = Settings(**sections)
+    validate(settings)
+    return settings
+
+
+def with_dev_defaults(settings: Settings) -> Settings:
+    """What ``--dev`` changes: the simulated TEE on, console logs on a TTY."""
+    tees = settings.kbs.enabled_tees
+    if "sample" not in tees:
+        tees = (*tees, "sample")
+    return replace(
+        settings, dev=True, kbs=replace(settings.kbs, enabled_tees=tees, allow_sample_tee=True)
+    )
+
+
+def validate(settings: Settings) -> None:
+    if not 0 < settings.server.port < 65536:
+        raise ConfigError("server.port: must be 1..65535")
+    for name, value in (
+        ("server.max_request_bytes", settings.server.max_request_bytes),
+        ("kbs.nonce_ttl_seconds", settings.kbs.nonce_ttl_seconds),
+        ("kbs.token_ttl_seconds", settings.kbs.token_ttl_seconds),
+        ("evidence.max_evidence_bytes", settings.evidence.max_evidence_bytes),
+        ("keys.max_secret_bytes", settings.keys.max_secret_bytes),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive")
+    if "sample" in settings.kbs.enabled_tees and not settings.kbs.allow_sample_tee:
+        raise ConfigError(
+            "kbs.enabled_tees: 'sample' needs kbs.allow_sample_tee = true (never in production)"
+        )
+    if settings.log.format not in {"json", "console"}:
+        raise ConfigError("log.format: must be 'json' or 'console'")
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

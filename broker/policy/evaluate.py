@@ -1,0 +1,173 @@
+"""Deciding a release: pure, fail closed, one CEL context per call.
+
+Example::
+
+    decision = evaluate(policies, tee="sev-snp", claims=verified.claims,
+                        flags=verified.flags, request=request, now=now)
+    if not decision.allow:
+        raise ReleaseDenied("policy refused the release", decision.reason_ids)
+
+Order of evaluation (docs/policy-language.md, "Semantics"):
+
+(1) The resource must be ``repo/type/tag``; the policies whose globs match it
+    apply. None -> deny ``policy.none``.
+(2) Of their rules, those naming this TEE count. None -> deny
+    ``policy.no_rule_for_tee``.
+(3) A deny rule takes effect unless one of its conditions is definitely
+    false: a condition that errors counts as holding here, so a typo or a
+    missing claim can never switch a refusal off. Any -> deny ``rule.denied``.
+(4) An allow rule takes effect when every condition returns ``true``; an
+    error or a non-bool counts as false. Any -> allow.
+(5) Otherwise deny with ``rule.failed:<policy>/<rule>#<index>`` per allow rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import cel
+
+from broker.policy.model import (
+    ConditionResult,
+    Decision,
+    Effect,
+    Policy,
+    PolicySet,
+    Reason,
+    ReleaseRequest,
+    Rule,
+    RuleTrace,
+)
+from broker.policy.refs import refs_context
+
+_ERROR_CHARS = 300
+
+
+def evaluate(
+    policies: PolicySet,
+    *,
+    tee: str,
+    claims: Mapping[str, Any],
+    flags: Mapping[str, bool],
+    request: ReleaseRequest,
+    now: datetime,
+) -> Decision:
+    """The decision for releasing ``request.resource`` to this TEE. Never raises
+    for any claims: what cannot be evaluated denies."""
+    digest = policies.digest
+    # (1) Which policies govern the resource.
+    segments = request.resource.split("/")
+    if len(segments) != 3 or not all(segments):
+        return _deny(digest, Reason("resource.invalid", "resource must be repo/type/tag"))
+    applicable = [p for p in policies.policies if p.governs(request.resource)]
+    if not applicable:
+        return _deny(digest, Reason("policy.none", f"no policy governs {request.resource}"))
+    # (2) Which rules speak about this TEE.
+    rules = [(p, r) for p in applicable for r in p.rules if tee in r.tees]
+    if not rules:
+        names = ", ".join(p.name for p in applicable)
+        return _deny(
+            digest, Reason("policy.no_rule_for_tee", f"no rule of {names} names tee {tee}")
+        )
+    refs, expired = refs_context(policies.refs, now)
+    variables = {
+        "tee": tee,
+        "claims": dict(claims),
+        "flags": dict(flags),
+        "refs": refs,
+        "resource": {
+            "id": request.resource,
+            "repo": segments[0],
+            "type": segments[1],
+            "tag": segments[2],
+            "version": request.version,
+            "is_current": request.is_current,
+        },
+        "request": {"wrap_alg": request.wrap_alg},
+    }
+    try:
+        context = cel.Context(variables=variables)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return _deny(digest, Reason("context.invalid", _short(exc)))
+    return _decide(rules, context, expired, digest)
+
+
+def _decide(
+    rules: list[tuple[Policy, Rule]], context: Any, expired: set[str], digest: str
+) -> Decision:
+    trace: list[RuleTrace] = []
+    denied: list[Reason] = []
+    failed: list[Reason] = []
+    matched: str | None = None
+    used_expired: set[str] = set()
+    for policy, rule in rules:
+        results = _run(rule, context, stop_on_error=rule.effect is Effect.ALLOW)
+        used_expired |= {ref for c in rule.conditions for ref in c.refs if ref in expired}
+        label = f"{policy.name}/{rule.name}"
+        if rule.effect is Effect.DENY:
+            # (3) Only a definite false keeps a deny rule from firing.
+            took = not any(r.error is None and not r.value for r in results)
+            if took:
+                errors = [r for r in results if r.error is not None]
+                detail = f"conditions of {label} hold"
+                if errors:
+                    bad = errors[0]
+                    detail = f"{label}: condition #{bad.index} could not be evaluated: {bad.error}"
+                denied.append(Reason(f"rule.denied:{label}", detail))
+        else:
+            # (4) Every condition must return true.
+            took = len(results) == len(rule.conditions) and all(r.value for r in results)
+            if took and matched is None:
+                matched = label
+            elif not took:
+                first = results[-1]
+                detail = first.error or f"{first.source!r} is false"
+                failed.append(Reason(f"rule.failed:{label}#{first.index}", detail))
+        trace.append(RuleTrace(policy.name, rule.name, rule.effect, took, tuple(results)))
+    notes = tuple(
+        Reason(f"refs.expired:{name}", f"reference set {name} has expired and matches nothing")
+        for name in sorted(used_expired)
+    )
+    if denied:
+        return Decision(False, (*denied, *notes), tuple(trace), digest)
+    if matched is not None:
+        return Decision(True, notes, tuple(trace), digest, matched)
+    # (5) No allow rule held.
+    if not failed:
+        failed.append(Reason("policy.no_allow_rule", "only deny rules name this tee"))
+    return Decision(False, (*failed, *notes), tuple(trace), digest)
+
+
+def _run(rule: Rule, context: Any, *, stop_on_error: bool) -> list[ConditionResult]:
+    """Conditions in order, up to the first that settles the rule."""
+    results = []
+    for cond in rule.conditions:
+        error = None
+        value = False
+        try:
+            out = cond.program.execute(context)
+        # The CEL runtime raises KeyError, TypeError, RuntimeError, ValueError,
+        # ZeroDivisionError ... for missing claims and type mismatches: each
+        # one means "could not establish", never a crash of the decision.
+        except Exception as exc:  # noqa: BLE001
+            error = _short(exc)
+        else:
+            if isinstance(out, bool):
+                value = out
+            else:
+                error = f"returned {type(out).__name__}, not bool"
+        results.append(ConditionResult(cond.index, cond.source, value, error))
+        if not value and (error is None or stop_on_error):
+            break
+    return results
+
+
+def _deny(digest: str, reason: Reason) -> Decision:
+    return Decision(False, (reason,), (), digest)
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."

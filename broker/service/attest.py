@@ -1,0 +1,137 @@
+"""KBS ``attest``: verify evidence bound to the session's challenge, issue a token.
+
+Steps: (1) the session exists and its nonce is unexpired; (2) the runtime
+nonce is the session's; (3) the nonce is consumed (single use, before any
+verification, so a failed attempt cannot be retried with the same nonce);
+(4) the tee-pubkey is a key we can wrap to; (5) the TEE's verifier checks the
+evidence and its binding to SHA-384(JCS(runtime data)); (6) a token is
+issued and the decision is audited before it is returned.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from broker.errors import BrokerError, FreshnessError, NonceExpired, SessionMissing
+from broker.evidence import TrustAnchors, get_verifier
+from broker.evidence.binding import expectation_for
+from broker.evidence.model import VerifyContext
+from broker.keys.jwk import thumbprint
+from broker.keys.wrap import algorithm_for
+from broker.ports import AuditSink, Clock, SessionStore
+from broker.service.auditing import event, record
+from broker.service.context import RequestContext
+from broker.service.policies import PolicyHolder
+from broker.tokens import TokenKey, issue
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AttestInput:
+    nonce: str
+    tee_pubkey: Mapping[str, Any]
+    primary_evidence: object
+    additional_evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttestLimits:
+    token_ttl: int
+    max_evidence_bytes: int
+    max_age_seconds: int
+    allowed_wrap_algs: frozenset[str]
+
+
+class AttestService:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        audit: AuditSink,
+        clock: Clock,
+        policies: PolicyHolder,
+        token_key: TokenKey,
+        anchors: TrustAnchors,
+        *,
+        issuer: str,
+        limits: AttestLimits,
+    ) -> None:
+        self._sessions = sessions
+        self._audit = audit
+        self._clock = clock
+        self._policies = policies
+        self._token_key = token_key
+        self._anchors = anchors
+        self._issuer = issuer
+        self._limits = limits
+
+    async def attest(self, session_id: str | None, req: AttestInput, ctx: RequestContext) -> str:
+        now = self._clock.now()
+        if not session_id:
+            raise SessionMissing("no kbs-session-id cookie: call auth first")
+        session = await self._sessions.get_session(session_id)
+        if session is None:
+            raise SessionMissing("unknown or expired session: call auth again")
+        tee = session.tee
+        try:
+            if now.timestamp() > session.expires_at:
+                raise NonceExpired("the challenge nonce has expired: call auth again")
+            if not hmac.compare_digest(req.nonce.encode(), session.nonce.encode()):
+                raise FreshnessError("runtime-data nonce is not this session's challenge")
+            await self._sessions.consume_session(session.id)
+            alg = algorithm_for(req.tee_pubkey, allowed=self._limits.allowed_wrap_algs)
+            expect = expectation_for(req.nonce, dict(req.tee_pubkey), req.additional_evidence)
+            verified = get_verifier(tee).verify(
+                req.primary_evidence,
+                VerifyContext(
+                    now=now,
+                    anchors=self._anchors,
+                    expect=expect,
+                    max_evidence_bytes=self._limits.max_evidence_bytes,
+                    max_age_seconds=self._limits.max_age_seconds,
+                ),
+            )
+        except BrokerError as exc:
+            await record(
+                self._audit,
+                event("kbs.attest", ctx, now, decision="deny", tee=tee, error_code=exc.code,
+                      detail=exc.message[:200]),
+            )
+            raise
+        policy_digest = self._policies.current.digest
+        token, info = issue(
+            self._token_key,
+            issuer=self._issuer,
+            tee=tee,
+            claims=verified.claims,
+            flags=verified.flags,
+            tee_pubkey=dict(req.tee_pubkey),
+            policy_digest=policy_digest,
+            evidence_digest=verified.evidence_digest,
+            now=now,
+            ttl_seconds=self._limits.token_ttl,
+        )
+        await self._sessions.set_session_token(session.id, token)
+        await record(
+            self._audit,
+            event(
+                "kbs.attest",
+                ctx,
+                now,
+                decision="allow",
+                tee=tee,
+                evidence_digest=verified.evidence_digest,
+                claims=verified.to_dict(),
+                policy_digest=policy_digest,
+                wrap_alg=alg,
+                pubkey_thumbprint=thumbprint(req.tee_pubkey),
+                detail=f"token {info.jti}",
+            ),
+        )
+        log.info("evidence.verified", tee=tee, jti=info.jti)
+        return token

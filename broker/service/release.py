@@ -1,0 +1,131 @@
+"""KBS ``resource``: re-authorize a token against policy, wrap, audit, release.
+
+Steps: (1) the resource id is well formed; (2) the current version is read
+(absence is decided after policy, so a denied caller cannot probe which
+resources exist); (3) the live policy set decides; (4) the value is unsealed
+and wrapped to the token's tee-pubkey, bound to resource, version and token
+id; (5) the release is audited and durable before anything is returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from broker.errors import BrokerError, ReleaseDenied, ResourceNotFound
+from broker.keys.jwk import thumbprint
+from broker.keys.wrap import WrapContext, algorithm_for, wrap
+from broker.policy.evaluate import evaluate
+from broker.policy.model import ReleaseRequest
+from broker.ports import AuditSink, Clock, KEKService, KeyStore, StoredValue
+from broker.service.auditing import event, record
+from broker.service.context import RequestContext
+from broker.service.policies import PolicyHolder
+from broker.service.resources import parse_resource_id
+from broker.tokens import TokenClaims
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    resource: str
+    version: int
+    alg: str
+    envelope: dict[str, object]
+
+
+class ReleaseService:
+    def __init__(
+        self,
+        store: KeyStore,
+        kek: KEKService,
+        audit: AuditSink,
+        clock: Clock,
+        policies: PolicyHolder,
+        *,
+        allowed_wrap_algs: frozenset[str],
+    ) -> None:
+        self._store = store
+        self._kek = kek
+        self._audit = audit
+        self._clock = clock
+        self._policies = policies
+        self._allowed = allowed_wrap_algs
+
+    async def release(self, token: TokenClaims, resource_path: str, ctx: RequestContext) -> Release:
+        now = self._clock.now()
+        policies = self._policies.current
+        base = {
+            "tee": token.tee,
+            "policy_digest": policies.digest,
+            "resource": resource_path[:400],
+            "evidence_digest": token.evidence_digest,
+            "pubkey_thumbprint": thumbprint(token.tee_pubkey),
+        }
+        try:
+            resource = parse_resource_id(resource_path)
+            alg = algorithm_for(token.tee_pubkey, allowed=self._allowed)
+            stored: StoredValue | None
+            try:
+                stored = await self._store.get_current(resource)
+            except ResourceNotFound:
+                stored = None
+            version = stored.version if stored is not None else 0
+            decision = evaluate(
+                policies,
+                tee=token.tee,
+                claims=token.claims,
+                flags=token.flags,
+                request=ReleaseRequest(
+                    resource=resource, version=version, is_current=True, wrap_alg=alg
+                ),
+                now=now,
+            )
+            if not decision.allow:
+                raise ReleaseDenied("policy denied the release", decision.reason_ids)
+            if stored is None:
+                raise ResourceNotFound(f"no resource {resource}")
+            plaintext = await self._kek.unseal(stored.sealed, resource=resource, version=version)
+            wrapped = wrap(
+                token.tee_pubkey,
+                plaintext.reveal(),
+                context=WrapContext(resource=resource, version=version, jti=token.jti),
+                allowed=self._allowed,
+            )
+        except BrokerError as exc:
+            reasons = exc.reasons if isinstance(exc, ReleaseDenied) else ()
+            await record(
+                self._audit,
+                event(
+                    "resource.denied",
+                    ctx,
+                    now,
+                    decision="deny",
+                    claims={"claims": dict(token.claims), "flags": dict(token.flags)},
+                    reasons=reasons,
+                    error_code=exc.code,
+                    detail=f"token {token.jti}",
+                    **base,  # type: ignore[arg-type]
+                ),
+            )
+            raise
+        # Durable before the response exists: AuditWriteError here releases nothing.
+        await record(
+            self._audit,
+            event(
+                "resource.released",
+                ctx,
+                now,
+                decision="allow",
+                claims={"claims": dict(token.claims), "flags": dict(token.flags)},
+                version=version,
+                wrap_alg=wrapped.alg,
+                reasons=(decision.matched_rule or "",),
+                detail=f"token {token.jti}",
+                **base,  # type: ignore[arg-type]
+            ),
+        )
+        log.info("key.released", resource=resource, version=version, alg=wrapped.alg)
+        return Release(resource, version, wrapped.alg, wrapped.envelope)

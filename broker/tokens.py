@@ -1,0 +1,155 @@
+"""Attestation result tokens: EAR-shaped JWTs signed ES256 by the broker.
+
+Pure: the signing key and ``now`` are parameters. Only ES256 under the
+broker's own key verifies; ``alg: none``, HMAC tokens made with the public
+key, another broker's key and expired tokens raise TokenInvalid.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+from broker import __version__
+from broker.errors import TokenInvalid
+
+ALG = "ES256"
+EAR_PROFILE = "tag:github.com,2023:veraison/ear"
+_MAX_TOKEN_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TokenKey:
+    """The broker's ES256 token key (private part never printed)."""
+
+    key: ECKey = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> TokenKey:
+        return cls(ECKey.generate_key("P-256"))
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> TokenKey:
+        key = ECKey.import_key(pem)
+        if key.curve_name != "P-256" or not key.is_private:
+            raise TokenInvalid("token key must be a private P-256 key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        return self.key.as_pem(private=True)
+
+    @property
+    def kid(self) -> str:
+        return self.key.thumbprint()
+
+    def public_jwk(self) -> dict[str, Any]:
+        return {**self.key.as_dict(private=False), "kid": self.kid, "alg": ALG, "use": "sig"}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a verified token says about the attester."""
+
+    jti: str
+    tee: str
+    claims: Mapping[str, Any]
+    flags: Mapping[str, bool]
+    tee_pubkey: Mapping[str, Any]
+    policy_digest: str
+    evidence_digest: str
+    issued_at: int
+    expires_at: int
+
+
+def issue(
+    key: TokenKey,
+    *,
+    issuer: str,
+    tee: str,
+    claims: Mapping[str, Any],
+    flags: Mapping[str, bool],
+    tee_pubkey: Mapping[str, Any],
+    policy_digest: str,
+    evidence_digest: str,
+    now: datetime,
+    ttl_seconds: int,
+) -> tuple[str, TokenClaims]:
+    iat = int(now.timestamp())
+    info = TokenClaims(
+        jti=secrets.token_urlsafe(16),
+        tee=tee,
+        claims=claims,
+        flags=flags,
+        tee_pubkey=tee_pubkey,
+        policy_digest=policy_digest,
+        evidence_digest=evidence_digest,
+        issued_at=iat,
+        expires_at=iat + ttl_seconds,
+    )
+    payload = {
+        "iss": issuer,
+        "iat": iat,
+        "exp": info.expires_at,
+        "jti": info.jti,
+        "eat_profile": EAR_PROFILE,
+        "ear.verifier-id": {"developer": "attested-broker", "build": __version__},
+        "submods": {
+            "cpu0": {
+                "ear.status": "affirming",
+                "ear.appraisal-policy-id": policy_digest,
+                "ear.veraison.annotated-evidence": {"tee": tee, "claims": dict(claims)},
+                "ear.veraison.policy-claims": {"flags": dict(flags)},
+                "ear.veraison.key-attestation": {"akpub": dict(tee_pubkey)},
+            }
+        },
+        "tee": tee,
+        "tee-pubkey": dict(tee_pubkey),
+        "evidence_digest": evidence_digest,
+        "policy_digest": policy_digest,
+    }
+    token = jwt.encode({"alg": ALG, "kid": key.kid, "typ": "JWT"}, payload, key.key)
+    return token, info
+
+
+def verify(key: TokenKey, token: str, *, issuer: str, now: datetime) -> TokenClaims:
+    """Raises TokenInvalid for any token this broker did not issue or that has expired."""
+    if len(token) > _MAX_TOKEN_BYTES:
+        raise TokenInvalid("token too large")
+    try:
+        decoded = jwt.decode(token, key.key, algorithms=[ALG])
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise TokenInvalid("token signature or format invalid") from None
+    if decoded.header.get("alg") != ALG:
+        raise TokenInvalid("token algorithm not accepted")
+    payload = decoded.claims
+    try:
+        exp, iat = int(payload["exp"]), int(payload["iat"])
+        sub = payload["submods"]["cpu0"]
+        info = TokenClaims(
+            jti=str(payload["jti"]),
+            tee=str(payload["tee"]),
+            claims=sub["ear.veraison.annotated-evidence"]["claims"],
+            flags=sub["ear.veraison.policy-claims"]["flags"],
+            tee_pubkey=payload["tee-pubkey"],
+            policy_digest=str(payload["policy_digest"]),
+            evidence_digest=str(payload["evidence_digest"]),
+            issued_at=iat,
+            expires_at=exp,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise TokenInvalid("token claims malformed") from None
+    if payload.get("iss") != issuer:
+        raise TokenInvalid("token issued by another broker")
+    ts = now.timestamp()
+    if ts >= exp:
+        raise TokenInvalid("token expired")
+    if iat > ts + 60:
+        raise TokenInvalid("token issued in the future")
+    return info

@@ -1,0 +1,133 @@
+"""The composition root: builds adapters from settings and hands them to services.
+
+Only entry points (``broker serve``, tests) call ``open_services``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.adapters.datadir import (
+    ADMIN_TOKEN_FILE,
+    AUDITOR_TOKEN_FILE,
+    ROOT_KEY_FILE,
+    TOKEN_KEY_FILE,
+    load_or_create_root_key,
+    load_or_create_token,
+    load_or_create_token_key,
+    prepare_data_dir,
+)
+from broker.adapters.local_kek import LocalKEK
+from broker.adapters.sqlite_audit import SQLiteAuditLog
+from broker.adapters.sqlite_store import SQLiteStore
+from broker.config import Settings
+from broker.errors import ConfigError
+from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
+from broker.keys.wrap import ALL_ALGORITHMS
+from broker.ports import Clock
+from broker.service.admin import AdminAuth, AdminService
+from broker.service.attest import AttestLimits, AttestService
+from broker.service.challenge import ChallengeService
+from broker.service.context import SystemClock
+from broker.service.policies import PolicyHolder
+from broker.service.release import ReleaseService
+from broker.tokens import TokenKey
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    store: SQLiteStore
+    audit: SQLiteAuditLog
+    policies: PolicyHolder
+    token_key: TokenKey
+    anchors: TrustAnchors
+    challenge: ChallengeService
+    attest: AttestService
+    release: ReleaseService
+    admin: AdminService
+    admin_auth: AdminAuth
+
+    async def close(self) -> None:
+        await self.audit.close()
+        await self.store.close()
+
+
+def _admin_tokens(settings: Settings, data: Path) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for role, configured, default in (
+        ("admin", settings.admin.admin_token_file, ADMIN_TOKEN_FILE),
+        ("auditor", settings.admin.auditor_token_file, AUDITOR_TOKEN_FILE),
+    ):
+        if configured:
+            tokens[role] = load_or_create_token(Path(configured), create=False)
+        elif settings.dev:
+            tokens[role] = load_or_create_token(data / default, create=True)
+    if "admin" not in tokens:
+        raise ConfigError("admin.admin_token_file is required outside --dev")
+    return tokens
+
+
+def _allowed_algs(settings: Settings) -> frozenset[str]:
+    configured = settings.keys.allowed_wrap_algs
+    if not configured:
+        return frozenset(ALL_ALGORITHMS)
+    unknown = set(configured) - set(ALL_ALGORITHMS)
+    if unknown:
+        raise ConfigError(f"keys.allowed_wrap_algs: unknown algorithm(s) {sorted(unknown)}")
+    return frozenset(configured)
+
+
+async def open_services(settings: Settings, *, clock: Clock | None = None) -> Services:
+    """Raises ConfigError/PolicyError/BackendError: the broker must not start."""
+    clock = clock or SystemClock()
+    data = settings.data_path
+    prepare_data_dir(data)
+    root_key = load_or_create_root_key(data / ROOT_KEY_FILE, create=True)
+    token_key = load_or_create_token_key(data / TOKEN_KEY_FILE)
+    tokens = _admin_tokens(settings, data)
+    allowed = _allowed_algs(settings)
+    anchors = (
+        anchors_from_dir(settings.evidence.roots_dir) if settings.evidence.roots_dir else pinned_anchors()
+    )
+    policies = PolicyHolder(Path(settings.policy.dir), now=clock.now())
+    store = SQLiteStore(data / "broker.db")
+    await store.open()
+    audit = SQLiteAuditLog(data / "audit.db")
+    try:
+        await audit.start()
+    except BaseException:
+        await store.close()
+        raise
+    kek = LocalKEK(root_key)
+    return Services(
+        settings=settings,
+        clock=clock,
+        store=store,
+        audit=audit,
+        policies=policies,
+        token_key=token_key,
+        anchors=anchors,
+        challenge=ChallengeService(
+            store, audit, clock,
+            enabled_tees=frozenset(settings.kbs.enabled_tees),
+            nonce_ttl=settings.kbs.nonce_ttl_seconds,
+        ),
+        attest=AttestService(
+            store, audit, clock, policies, token_key, anchors,
+            issuer=settings.kbs.issuer,
+            limits=AttestLimits(
+                token_ttl=settings.kbs.token_ttl_seconds,
+                max_evidence_bytes=settings.evidence.max_evidence_bytes,
+                max_age_seconds=settings.evidence.max_age_seconds,
+                allowed_wrap_algs=allowed,
+            ),
+        ),
+        release=ReleaseService(store, kek, audit, clock, policies, allowed_wrap_algs=allowed),
+        admin=AdminService(
+            store, kek, audit, clock, policies, max_secret_bytes=settings.keys.max_secret_bytes
+        ),
+        admin_auth=AdminAuth(tokens),
+    )

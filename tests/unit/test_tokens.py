@@ -1,0 +1,96 @@
+"""Attestation result tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from broker.errors import TokenInvalid
+from broker.tokens import TokenKey, issue, verify
+
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+def _issue(key: TokenKey, now: datetime = NOW, ttl: int = 300) -> str:
+    token, _ = issue(key, issuer="b", tee="sample", claims={"svn": 1}, flags={"debug": False},
+                     tee_pubkey={"kty": "EC"}, policy_digest="sha256:p", evidence_digest="sha256:e",
+                     now=now, ttl_seconds=ttl)
+    return token
+
+
+def _b64(obj: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def test_roundtrip() -> None:
+    """A token verifies under its key and carries the claims."""
+    key = TokenKey.generate()
+    info = verify(key, _issue(key), issuer="b", now=NOW)
+    assert info.tee == "sample" and info.claims == {"svn": 1} and info.policy_digest == "sha256:p"
+
+
+def test_ear_shape() -> None:
+    """The payload has the EAR profile and a submodule with the appraisal policy id."""
+    key = TokenKey.generate()
+    payload = json.loads(base64.urlsafe_b64decode(_issue(key).split(".")[1] + "=="))
+    assert payload["eat_profile"] == "tag:github.com,2023:veraison/ear"
+    assert payload["submods"]["cpu0"]["ear.appraisal-policy-id"] == "sha256:p"
+
+
+def test_expired() -> None:
+    """An expired token is refused."""
+    key = TokenKey.generate()
+    with pytest.raises(TokenInvalid, match="expired"):
+        verify(key, _issue(key), issuer="b", now=NOW + timedelta(seconds=301))
+
+
+def test_other_broker_key() -> None:
+    """A token from another broker's key is refused."""
+    with pytest.raises(TokenInvalid):
+        verify(TokenKey.generate(), _issue(TokenKey.generate()), issuer="b", now=NOW)
+
+
+def test_other_issuer() -> None:
+    """A token with another issuer is refused."""
+    key = TokenKey.generate()
+    with pytest.raises(TokenInvalid):
+        verify(key, _issue(key), issuer="other", now=NOW)
+
+
+def test_alg_none() -> None:
+    """An unsigned token (alg: none) is refused."""
+    key = TokenKey.generate()
+    payload = _issue(key).split(".")[1]
+    forged = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}."
+    with pytest.raises(TokenInvalid):
+        verify(key, forged, issuer="b", now=NOW)
+
+
+def test_hs256_with_public_key() -> None:
+    """An HS256 token keyed with the broker's public key is refused."""
+    key = TokenKey.generate()
+    claims = json.loads(base64.urlsafe_b64decode(_issue(key).split(".")[1] + "=="))
+    public_pem = key.key.as_pem(private=False)
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    forged = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    with pytest.raises(TokenInvalid):
+        verify(key, forged, issuer="b", now=NOW)
+
+
+@pytest.mark.parametrize("garbage", ["", "a.b.c", "x" * 70000, "....", "eyJ.eyJ.sig"])
+def test_garbage(garbage: str) -> None:
+    """Garbage tokens are refused with TokenInvalid."""
+    with pytest.raises(TokenInvalid):
+        verify(TokenKey.generate(), garbage, issuer="b", now=NOW)
+
+
+def test_key_pem_roundtrip() -> None:
+    """The token key survives a PEM round trip with the same kid."""
+    key = TokenKey.generate()
+    assert TokenKey.from_pem(key.to_pem()).kid == key.kid
+    assert "d" not in key.public_jwk()
