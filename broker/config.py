@@ -93,11 +93,20 @@ class Settings:
 _T = TypeVar("_T")
 
 
-def _coerce(key: str, raw: Any, kind: Any) -> Any:
+def _coerce(key: str, raw: Any, kind: Any) -> Any:  # noqa: PLR0912 - one branch per type
     if kind is bool:
         if isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        if isinstance(raw, str) and raw.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
             return raw.lower() in {"1", "true", "yes", "on"}
         raise ConfigError(f"{key}: expected a boolean")
     if kind is int:

@@ -90,7 +90,9 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     tokens = _admin_tokens(settings, data)
     allowed = _allowed_algs(settings)
     anchors = (
-        anchors_from_dir(settings.evidence.roots_dir) if settings.evidence.roots_dir else pinned_anchors()
+        anchors_from_dir(settings.evidence.roots_dir)
+        if settings.evidence.roots_dir
+        else pinned_anchors()
     )
     policies = PolicyHolder(Path(settings.policy.dir), now=clock.now())
     store = SQLiteStore(data / "broker.db")
@@ -111,12 +113,19 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         token_key=token_key,
         anchors=anchors,
         challenge=ChallengeService(
-            store, audit, clock,
+            store,
+            audit,
+            clock,
             enabled_tees=frozenset(settings.kbs.enabled_tees),
             nonce_ttl=settings.kbs.nonce_ttl_seconds,
         ),
         attest=AttestService(
-            store, audit, clock, policies, token_key, anchors,
+            store,
+            audit,
+            clock,
+            policies,
+            token_key,
+            anchors,
             issuer=settings.kbs.issuer,
             limits=AttestLimits(
                 token_ttl=settings.kbs.token_ttl_seconds,

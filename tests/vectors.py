@@ -35,7 +35,9 @@ def read_bytes(*parts: str) -> bytes:
 
 
 def expected(tee_dir: str, vector_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(vector_path(tee_dir, f"{vector_id}.expected.json").read_text())
+    data: dict[str, Any] = json.loads(
+        vector_path(tee_dir, f"{vector_id}.expected.json").read_text()
+    )
     return data
 
 

@@ -108,7 +108,8 @@ class SQLiteStore:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 await self.db.execute(
-                    "INSERT INTO resources (id, kind, current_version, created_at, created_by, size)"
+                    "INSERT INTO resources"
+                    " (id, kind, current_version, created_at, created_by, size)"
                     " VALUES (?, ?, 1, ?, ?, ?)",
                     (resource, kind, stamp, actor, size),
                 )
@@ -180,7 +181,8 @@ class SQLiteStore:
     async def create_session(self, session: Session) -> None:
         try:
             await self.db.execute(
-                "INSERT INTO sessions (id, tee, nonce, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (id, tee, nonce, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (session.id, session.tee, session.nonce, session.created_at, session.expires_at),
             )
         except sqlite3.Error as exc:

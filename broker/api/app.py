@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ from broker.api.metrics import Metrics
 from broker.api.middleware import request_context
 from broker.config import Settings
 from broker.ports import Clock
+from broker.service.context import RequestContext
 from broker.wiring import Services, open_services
 
 log = structlog.get_logger(__name__)
@@ -45,10 +47,8 @@ def create_app(
             yield
         finally:
             purger.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await purger
-            except asyncio.CancelledError:
-                pass
             if owned:
                 await app[SERVICES].close()
 
@@ -68,8 +68,6 @@ async def _purge_sessions(services: Services) -> None:
 
 def install_reload_signal(app: web.Application) -> None:
     """SIGHUP reloads the policy set (keeping the last good one on error)."""
-    from broker.service.context import RequestContext
-
     loop = asyncio.get_running_loop()
 
     def _reload() -> None:

@@ -25,7 +25,9 @@ def _json(payload: msgspec.Struct) -> web.Response:
     return web.Response(body=msgspec.json.encode(payload), content_type="application/json")
 
 
-def _set_session(response: web.Response, request: web.Request, session_id: str, max_age: int) -> None:
+def _set_session(
+    response: web.Response, request: web.Request, session_id: str, max_age: int
+) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         session_id,

@@ -43,7 +43,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = error_response(exc, request_id)
     except web.HTTPRequestEntityTooLarge:
         status = 413
-        response = error_response(BodyTooLarge("request body exceeds the configured limit"), request_id)
+        response = error_response(
+            BodyTooLarge("request body exceeds the configured limit"), request_id
+        )
     except web.HTTPException as exc:
         status = exc.status
         if status >= 400:
@@ -53,7 +55,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = error_response(code, request_id)
         else:
             raise
-    except Exception:  # noqa: BLE001 - anything unexpected becomes a 500 without detail
+    except Exception:
         log.exception("request.crashed")
         status = 500
         response = error_response(BrokerError("internal error"), request_id)

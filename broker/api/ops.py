@@ -21,7 +21,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     checks: dict[str, str] = {}
-    for name, probe in (("store", services.store.check_writable), ("audit", services.audit.check_writable)):
+    for name, probe in (
+        ("store", services.store.check_writable),
+        ("audit", services.audit.check_writable),
+    ):
         try:
             await probe()
             checks[name] = "ok"

@@ -30,12 +30,26 @@ def _write_secret(path: Path, data: bytes) -> None:
 @client.command("get-resource")
 @click.argument("resource")
 @click.option("--url", envvar="BROKER_ADDR", default="http://127.0.0.1:8300", show_default=True)
-@click.option("--tee", type=click.Choice(sorted(PROVIDERS)), default="sample", show_default=True,
-              help="Evidence provider.")
-@click.option("--wrap", type=click.Choice(["p256", "p521", "rsa", "x25519", "mlkem768x25519", "sealedbox"]),
-              default="p256", show_default=True, help="Ephemeral key type the release is wrapped to.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the secret (created 0600).")
+@click.option(
+    "--tee",
+    type=click.Choice(sorted(PROVIDERS)),
+    default="sample",
+    show_default=True,
+    help="Evidence provider.",
+)
+@click.option(
+    "--wrap",
+    type=click.Choice(["p256", "p521", "rsa", "x25519", "mlkem768x25519", "sealedbox"]),
+    default="p256",
+    show_default=True,
+    help="Ephemeral key type the release is wrapped to.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the secret (created 0600).",
+)
 def get_resource(resource: str, url: str, tee: str, wrap: str, out: Path) -> None:
     """Attest, fetch RESOURCE (repo/type/tag), unwrap it and write it to --out."""
 

@@ -32,8 +32,13 @@ def create(resource: str, url: str, token: str | None) -> None:
 
 @keys.command("put-secret")
 @click.argument("resource")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True, help="File holding the secret bytes.")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="File holding the secret bytes.",
+)
 @addr_option
 @token_option
 def put_secret(resource: str, path: Path, url: str, token: str | None) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +20,14 @@ from broker.errors import BrokerError
 from broker.logging import configure_logging
 
 
-def _settings(config: Path | None, dev: bool, data_dir: str | None, port: int | None,
-              host: str | None, policies: str | None) -> Settings:
+def _settings(
+    config: Path | None,
+    dev: bool,
+    data_dir: str | None,
+    port: int | None,
+    host: str | None,
+    policies: str | None,
+) -> Settings:
     settings = load_settings(config, os.environ)
     if dev:
         settings = with_dev_defaults(settings)
@@ -61,29 +67,48 @@ async def _run(settings: Settings) -> None:
         await runner.cleanup()
 
 
+def _run_loop(main: Coroutine[None, None, None]) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional: absent on platforms it does not support
+    except ImportError:  # pragma: no cover
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 @click.command()
-@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="TOML config file (BROKER_<SECTION>_<KEY> variables override it).")
-@click.option("--dev", is_flag=True, help="Embedded defaults: generated keys and tokens, sample TEE on.")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (BROKER_<SECTION>_<KEY> variables override it).",
+)
+@click.option(
+    "--dev", is_flag=True, help="Embedded defaults: generated keys and tokens, sample TEE on."
+)
 @click.option("--data-dir", default=None, help="Where the store, audit log and keys live.")
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default 8300).")
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--policies", default=None, help="Policy directory (default ./policies).")
-def serve(config: Path | None, dev: bool, data_dir: str | None, port: int | None,
-          host: str | None, policies: str | None) -> None:
+def serve(
+    config: Path | None,
+    dev: bool,
+    data_dir: str | None,
+    port: int | None,
+    host: str | None,
+    policies: str | None,
+) -> None:
     """Run the broker."""
     try:
         settings = _settings(config, dev, data_dir, port, host, policies)
     except BrokerError as exc:
         raise click.ClickException(exc.diagnostics()) from None
     configure_logging(settings.log.format, settings.log.level)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
     try:
-        asyncio.run(_run(settings))
+        _run_loop(_run(settings))
     except BrokerError as exc:
         raise click.ClickException(exc.diagnostics()) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror}") from None
+        raise click.ClickException(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror}"
+        ) from None

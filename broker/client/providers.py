@@ -21,7 +21,9 @@ class SampleProvider:
 
     tee = "sample"
 
-    def __init__(self, *, svn: int = 1, measurement: str | None = None, debug: bool = False) -> None:
+    def __init__(
+        self, *, svn: int = 1, measurement: str | None = None, debug: bool = False
+    ) -> None:
         self._svn = svn
         self._measurement = measurement
         self._debug = debug

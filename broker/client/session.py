@@ -18,12 +18,12 @@ from typing import Any
 
 import aiohttp
 
+from broker.client.providers import EvidenceProvider
 from broker.errors import BackendError, BrokerError, MalformedRequest, TokenInvalid
 from broker.evidence.binding import expectation_for
 from broker.keys.material import SecretBytes
 from broker.keys.unwrap import ClientKeyPair, unwrap
 from broker.keys.wrap import WrapContext
-from broker.client.providers import EvidenceProvider
 
 PROTOCOL_VERSION = "0.4.0"
 
@@ -71,7 +71,10 @@ class BrokerClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._http is not None:
             await self._http.close()
@@ -82,25 +85,34 @@ class BrokerClient:
             raise RuntimeError("use BrokerClient as an async context manager")
         return self._http
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, bytes]:
+    async def _call(
+        self, method: str, path: str, **kwargs: Any
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
         try:
             async with self.http.request(method, self._url + path, **kwargs) as resp:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendError(f"cannot reach the broker at {self._url}: {type(exc).__name__}") from None
+            raise BackendError(
+                f"cannot reach the broker at {self._url}: {type(exc).__name__}"
+            ) from None
         if resp.status >= 400:
             try:
                 err = json.loads(body)
                 code = str(err.get("type", "")).rsplit("/", 1)[-1]
-                raise RemoteError(resp.status, code, str(err.get("detail", "")), list(err.get("reasons") or []))
+                raise RemoteError(
+                    resp.status, code, str(err.get("detail", "")), list(err.get("reasons") or [])
+                )
             except (ValueError, AttributeError):
-                raise RemoteError(resp.status, "HTTPError", body[:200].decode("utf-8", "replace"), []) from None
+                raise RemoteError(
+                    resp.status, "HTTPError", body[:200].decode("utf-8", "replace"), []
+                ) from None
         return resp, body
 
     async def attest(self, provider: EvidenceProvider) -> ClientKeyPair:
         """Runs auth + attest; keeps the token; returns the ephemeral key pair."""
         _, body = await self._call(
-            "POST", "/kbs/v0/auth",
+            "POST",
+            "/kbs/v0/auth",
             json={"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""},
         )
         try:
@@ -112,7 +124,8 @@ class BrokerClient:
         expect = expectation_for(nonce, pubkey, "")
         evidence = await provider.evidence(expect.report_data)
         _, body = await self._call(
-            "POST", "/kbs/v0/attest",
+            "POST",
+            "/kbs/v0/attest",
             json={
                 "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
                 "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
@@ -129,7 +142,8 @@ class BrokerClient:
         if self.token is None:
             raise TokenInvalid("attest first")
         resp, body = await self._call(
-            "GET", f"/kbs/v0/resource/{resource}",
+            "GET",
+            f"/kbs/v0/resource/{resource}",
             headers={"Authorization": f"Bearer {self.token}"},
         )
         version = int(resp.headers.get("X-Key-Version", "0"))

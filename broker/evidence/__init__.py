@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from broker.errors import UnsupportedTEE
-from broker.evidence.model import TrustAnchors, Verifier, VerifiedClaims, VerifyContext
+from broker.evidence.model import TrustAnchors, VerifiedClaims, Verifier, VerifyContext
 
 __all__ = [
     "TrustAnchors",
@@ -86,8 +87,4 @@ def pinned_anchors() -> TrustAnchors:
 
 def anchors_from_dir(path: str) -> TrustAnchors:
     """Roots from an operator-supplied folder of ``<name>.pem`` files."""
-    from pathlib import Path
-
-    return TrustAnchors(
-        pem={p.stem: p.read_bytes() for p in sorted(Path(path).glob("*.pem"))}
-    )
+    return TrustAnchors(pem={p.stem: p.read_bytes() for p in sorted(Path(path).glob("*.pem"))})

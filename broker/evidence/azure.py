@@ -84,29 +84,15 @@ MAX_VCEK = 8 * 1024
 MAX_PCRS = 32
 AK_KID = "HCLAkPub"
 
+# The TD quote claims reported under "tdx" (the rest stay with the DCAP verifier).
+# fmt: off
 _TDX_CLAIMS = (
-    "tee_tcb_svn",
-    "mr_seam",
-    "mr_signer_seam",
-    "seam_attributes",
-    "td_attributes",
-    "xfam",
-    "mr_td",
-    "mr_config_id",
-    "mr_owner",
-    "mr_owner_config",
-    "rtmr0",
-    "rtmr1",
-    "rtmr2",
-    "rtmr3",
-    "report_data",
-    "debug",
-    "sept_ve_disable",
-    "tcb_status",
-    "advisory_ids",
-    "tdx_module_status",
-    "fmspc",
+    "tee_tcb_svn", "mr_seam", "mr_signer_seam", "seam_attributes", "td_attributes", "xfam",
+    "mr_td", "mr_config_id", "mr_owner", "mr_owner_config", "rtmr0", "rtmr1", "rtmr2", "rtmr3",
+    "report_data", "debug", "sept_ve_disable", "tcb_status", "advisory_ids",
+    "tdx_module_status", "fmspc",
 )
+# fmt: on
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _B64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 

@@ -12,6 +12,7 @@ the collateral is bad collateral.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,10 +56,21 @@ def _parse_fields(cert: x509.Certificate, *, error: type[EvidenceError]) -> None
     """cryptography decodes fields lazily; decode the ones used now, so later
     checks cannot fail with a bare ValueError."""
     try:
-        _ = (cert.subject, cert.issuer, cert.serial_number, cert.extensions)
-        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
-        cert.subject.rfc4514_string()
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        with warnings.catch_warnings():
+            # Genuine Intel certificates decode cleanly; a warning means malformed.
+            warnings.simplefilter("error")
+            _ = (cert.subject, cert.issuer, cert.serial_number, cert.extensions)
+            _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
+            cert.subject.rfc4514_string()
+            cert.issuer.rfc4514_string()
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        Warning,
+    ) as exc:
         raise error("certificate in the chain is malformed") from exc
 
 

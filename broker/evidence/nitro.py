@@ -142,7 +142,9 @@ def verify_nitro_document(
 
     Raises:
         EvidenceFormatError: malformed COSE or payload.
-        EvidenceSignatureError: bad chain, expired certificate or bad signature.
+        EvidenceSignatureError: cabundle[0] is not the pinned root, or a bad
+            chain or document signature.
+        CollateralError: a certificate is outside its validity at ``now``.
         FreshnessError: the document timestamp is too old or in the future.
     """
     # (1) Decode: COSE_Sign1 (tag 18 optional), protected header {1: -35},
@@ -357,6 +359,6 @@ def _load(der: bytes) -> x509.Certificate:
             cert = load_certificate(der)
             _ = (cert.subject, cert.issuer, cert.extensions, cert.signature_hash_algorithm)
             cert.public_key()
-        except (ValueError, UnsupportedAlgorithm, Warning):
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm, Warning):
             raise EvidenceFormatError("certificate in the document does not parse") from None
     return cert

@@ -70,4 +70,6 @@ class SampleVerifier:
             digest = evidence_digest(rfc8785.dumps(dict(evidence)))
         except (rfc8785.CanonicalizationError, TypeError, ValueError):
             raise EvidenceFormatError("sample evidence is not canonical JSON") from None
-        return VerifiedClaims(tee=self.tee, claims=claims, flags={"debug": debug}, evidence_digest=digest)
+        return VerifiedClaims(
+            tee=self.tee, claims=claims, flags={"debug": debug}, evidence_digest=digest
+        )

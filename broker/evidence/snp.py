@@ -471,15 +471,18 @@ def verify_snp_report(
 # --- KBS evidence -------------------------------------------------------------
 
 
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
 def _decode_bytes(value: object, what: str, limit: int) -> bytes:
     """Base64 (standard or URL-safe) text, or a JSON list of byte values."""
     if isinstance(value, str):
         if len(value) > limit * 2:
             raise EvidenceFormatError(f"{what} is too large")
         text = value.strip()
+        if "-" in text or "_" in text:  # URL-safe alphabet, padding optional
+            text = text.translate(_URLSAFE_TO_STANDARD) + "=" * (-len(text) % 4)
         try:
-            if "-" in text or "_" in text:
-                return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise EvidenceFormatError(f"{what} is not base64") from exc
@@ -509,14 +512,75 @@ def _evidence_object(evidence: object) -> Mapping[str, Any]:
     return evidence
 
 
+# Trustee's attester sends the report as the serde form of virtee/sev's
+# AttestationReport: the ABI fields in layout order, integers little-endian,
+# byte arrays as lists. Each entry is (name, kind): an int kind is a
+# little-endian integer of that many bytes (0: a nested TCB_VERSION object), a
+# str kind the length of a byte list. Names starting with "_" are reserved and
+# default to zero when absent (a wrong default just fails the signature).
+_SERDE_LAYOUT: tuple[tuple[str, int | str], ...] = (
+    ("version", 4), ("guest_svn", 4), ("policy", 8), ("family_id", "16"), ("image_id", "16"),
+    ("vmpl", 4), ("sig_algo", 4), ("current_tcb", 0), ("plat_info", 8),
+    ("_author_key_en", 4), ("_reserved_0", 4), ("report_data", "64"), ("measurement", "48"),
+    ("host_data", "32"), ("id_key_digest", "48"), ("author_key_digest", "48"),
+    ("report_id", "32"), ("report_id_ma", "32"), ("reported_tcb", 0), ("_reserved_1", "24"),
+    ("chip_id", "64"), ("committed_tcb", 0), ("current_build", 1), ("current_minor", 1),
+    ("current_major", 1), ("_reserved_2", 1), ("committed_build", 1), ("committed_minor", 1),
+    ("committed_major", 1), ("_reserved_3", 1), ("launch_tcb", 0), ("_reserved_4", "168"),
+)  # fmt: skip
+
+
+def _serde_int(value: object, size: int, what: str) -> bytes:
+    if type(value) is not int or not 0 <= value < 1 << (8 * size):
+        raise EvidenceFormatError(f"SNP attestation_report.{what} is not a {size}-byte integer")
+    return value.to_bytes(size, "little")
+
+
+def _serde_array(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, list) or len(value) != size:
+        raise EvidenceFormatError(f"SNP attestation_report.{what} is not {size} bytes")
+    return b"".join(_serde_int(b, 1, what) for b in value)
+
+
+def _serde_field(fields: Mapping[str, Any], name: str, size: int | str, what: str) -> bytes:
+    if name not in fields:
+        if name.startswith("_"):
+            return bytes(size if isinstance(size, int) else int(size))
+        raise EvidenceFormatError(f"SNP attestation_report lacks {what}")
+    value = fields[name]
+    if isinstance(size, str):
+        return _serde_array(value, int(size), what)
+    if size:
+        return _serde_int(value, size, what)
+    if not isinstance(value, Mapping):
+        raise EvidenceFormatError(f"SNP attestation_report.{what} is not a TCB object")
+    # Turin's TCB_VERSION leads with FMC and keeps 3 reserved bytes before microcode.
+    parts: tuple[tuple[str, int | str], ...] = (
+        (("fmc", 1), ("bootloader", 1), ("tee", 1), ("snp", 1), ("_reserved", "3"))
+        if "fmc" in value
+        else (("bootloader", 1), ("tee", 1), ("_reserved", "4"), ("snp", 1))
+    )
+    tcb = b"".join(_serde_field(value, n, z, f"{what}.{n}") for n, z in parts)
+    return tcb + _serde_field(value, "microcode", 1, f"{what}.microcode")
+
+
+def _report_from_fields(fields: Mapping[str, Any]) -> bytes:
+    """The raw report rebuilt from Trustee's field object; the signature then
+    decides whether it is the report the firmware signed."""
+    body = b"".join(_serde_field(fields, n, z, n) for n, z in _SERDE_LAYOUT)
+    signature = fields.get("signature")
+    if not isinstance(signature, Mapping):
+        raise EvidenceFormatError("SNP attestation_report lacks signature")
+    parts = (("r", "72"), ("s", "72"), ("_reserved", "368"))
+    return body + b"".join(_serde_field(signature, n, z, f"signature.{n}") for n, z in parts)
+
+
 def _report_bytes(evidence: Mapping[str, Any], limit: int) -> bytes:
     for key in ("report", "attestation_report"):
         if key in evidence:
             value = evidence[key]
             if isinstance(value, Mapping):
-                raise EvidenceFormatError(
-                    f"SNP evidence {key!r} as a field object is not supported; send raw bytes"
-                )
+                return _report_from_fields(value)
             return _decode_bytes(value, f"SNP evidence {key!r}", limit)
     raise EvidenceFormatError("SNP evidence has no 'report' or 'attestation_report'")
 

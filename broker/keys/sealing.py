@@ -63,10 +63,16 @@ def unseal(root: RootKey, sealed: bytes, *, resource: str, version: int) -> Secr
     """Raises KeyManagementError (without detail) if the value cannot be opened."""
     if len(sealed) < 1 + _KID + _NONCE + 16 or sealed[0] != FORMAT_V1:
         raise KeyManagementError("sealed value has an unknown format")
-    kid, nonce, body = sealed[1 : 1 + _KID], sealed[1 + _KID : 1 + _KID + _NONCE], sealed[1 + _KID + _NONCE :]
+    kid, nonce, body = (
+        sealed[1 : 1 + _KID],
+        sealed[1 + _KID : 1 + _KID + _NONCE],
+        sealed[1 + _KID + _NONCE :],
+    )
     if kid != root.key_id:
         raise KeyManagementError("sealed value was sealed under another root key")
     try:
-        return SecretBytes(AESGCM(root.material.reveal()).decrypt(nonce, body, aad_for(resource, version)))
+        return SecretBytes(
+            AESGCM(root.material.reveal()).decrypt(nonce, body, aad_for(resource, version))
+        )
     except InvalidTag:
         raise KeyManagementError("sealed value failed authentication") from None

@@ -71,11 +71,9 @@ def _tree_ok(node: yaml.Node, sink: Sink, seen: set[int], depth: int, text: str)
         alias = next(
             e for e in yaml.parse(text, Loader=yaml.SafeLoader) if isinstance(e, yaml.AliasEvent)
         )
-        sink.add(
-            "anchors and aliases are not allowed",
-            line=alias.start_mark.line + 1,
-            col=alias.start_mark.column + 1,
-        )
+        mark = alias.start_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        sink.add("anchors and aliases are not allowed", line=line, col=col)
         return False
     seen.add(id(node))
     if depth > MAX_DEPTH:

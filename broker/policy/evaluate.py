@@ -71,7 +71,10 @@ def evaluate(
         return _deny(
             digest, Reason("policy.no_rule_for_tee", f"no rule of {names} names tee {tee}")
         )
-    refs, expired = refs_context(policies.refs, now)
+    # Only the sets these rules name: converting values into CEL dominates
+    # the cost of a call, and an unnamed set cannot change the outcome.
+    wanted = {ref for _, rule in rules for cond in rule.conditions for ref in cond.refs}
+    refs, expired = refs_context((r for r in policies.refs if r.name in wanted), now)
     variables = {
         "tee": tee,
         "claims": dict(claims),

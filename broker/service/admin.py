@@ -106,8 +106,14 @@ class AdminService:
         except BrokerError as exc:
             await record(
                 self._audit,
-                event(f"admin.{_EVENT[kind]}_create", ctx, now, decision="error",
-                      resource=resource, error_code=exc.code),
+                event(
+                    f"admin.{_EVENT[kind]}_create",
+                    ctx,
+                    now,
+                    decision="error",
+                    resource=resource,
+                    error_code=exc.code,
+                ),
             )
             raise
         await self._audited(f"admin.{_EVENT[kind]}_created", ctx, now, resource)
@@ -141,5 +147,7 @@ class AdminService:
         )
         return result
 
-    def audit_records(self, since: datetime | None, until: datetime | None) -> AsyncIterator[object]:
+    def audit_records(
+        self, since: datetime | None, until: datetime | None
+    ) -> AsyncIterator[object]:
         return self._audit.iter_records(since, until)

@@ -99,8 +99,15 @@ class AttestService:
         except BrokerError as exc:
             await record(
                 self._audit,
-                event("kbs.attest", ctx, now, decision="deny", tee=tee, error_code=exc.code,
-                      detail=exc.message[:200]),
+                event(
+                    "kbs.attest",
+                    ctx,
+                    now,
+                    decision="deny",
+                    tee=tee,
+                    error_code=exc.code,
+                    detail=exc.message[:200],
+                ),
             )
             raise
         policy_digest = self._policies.current.digest

@@ -124,7 +124,7 @@ class ReleaseService:
                 wrap_alg=wrapped.alg,
                 reasons=(decision.matched_rule or "",),
                 detail=f"token {token.jti}",
-                **base,  # type: ignore[arg-type]
+                **base,
             ),
         )
         log.info("key.released", resource=resource, version=version, alg=wrapped.alg)

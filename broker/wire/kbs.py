@@ -60,7 +60,11 @@ def decode(body: bytes, kind: type[msgspec.Struct]) -> Any:
 
 def check_version(version: str) -> None:
     parts = version.split(".")
-    if len(parts) != 3 or tuple(parts[:2]) != SUPPORTED_MAJOR_MINOR or not all(p.isdigit() for p in parts):
+    if (
+        len(parts) != 3
+        or tuple(parts[:2]) != SUPPORTED_MAJOR_MINOR
+        or not all(p.isdigit() for p in parts)
+    ):
         raise UnsupportedVersion(
             f"protocol version {version[:20]!r} not supported (this broker speaks 0.4.x)"
         )

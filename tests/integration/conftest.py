@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,9 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, settings: Settings, services: Services) -> TestClient[Any, Any]:
+async def client(
+    aiohttp_client: ClientFactory, settings: Settings, services: Services
+) -> TestClient[Any, Any]:
     return await aiohttp_client(create_app(settings, services=services))
 
 

@@ -7,14 +7,16 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from broker.client.session import _token_jti
 from broker.evidence.binding import expectation_for
 from broker.keys.unwrap import ClientKeyPair, unwrap
 from broker.keys.wrap import WrapContext
-from broker.client.session import _token_jti
 
 
 async def auth(client: TestClient[Any, Any], tee: str = "sample") -> str:
-    resp = await client.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": tee, "extra-params": ""})
+    resp = await client.post(
+        "/kbs/v0/auth", json={"version": "0.4.0", "tee": tee, "extra-params": ""}
+    )
     assert resp.status == 200, await resp.text()
     nonce: str = (await resp.json())["nonce"]
     return nonce
@@ -30,7 +32,9 @@ def sample_attestation(nonce: str, keypair: ClientKeyPair, **extra: Any) -> dict
     }
 
 
-async def attest(client: TestClient[Any, Any], kind: str = "p256", **extra: Any) -> tuple[str, ClientKeyPair]:
+async def attest(
+    client: TestClient[Any, Any], kind: str = "p256", **extra: Any
+) -> tuple[str, ClientKeyPair]:
     nonce = await auth(client)
     keypair = ClientKeyPair.generate(kind)  # type: ignore[arg-type]
     resp = await client.post("/kbs/v0/attest", json=sample_attestation(nonce, keypair, **extra))
@@ -39,12 +43,20 @@ async def attest(client: TestClient[Any, Any], kind: str = "p256", **extra: Any)
     return token, keypair
 
 
-async def fetch(client: TestClient[Any, Any], resource: str, token: str, keypair: ClientKeyPair) -> bytes:
-    resp = await client.get(f"/kbs/v0/resource/{resource}", headers={"Authorization": f"Bearer {token}"})
+async def fetch(
+    client: TestClient[Any, Any], resource: str, token: str, keypair: ClientKeyPair
+) -> bytes:
+    resp = await client.get(
+        f"/kbs/v0/resource/{resource}", headers={"Authorization": f"Bearer {token}"}
+    )
     assert resp.status == 200, await resp.text()
     version = int(resp.headers["X-Key-Version"])
     envelope = await resp.json()
-    return unwrap(envelope, keypair, context=WrapContext(resource=resource, version=version, jti=_token_jti(token)))
+    return unwrap(
+        envelope,
+        keypair,
+        context=WrapContext(resource=resource, version=version, jti=_token_jti(token)),
+    )
 
 
 async def create_key(client: TestClient[Any, Any], headers: dict[str, str], resource: str) -> None:

@@ -17,7 +17,14 @@ from broker.tokens import TokenKey, issue
 from broker.wiring import Services
 from tests.fakes import FakeClock
 from tests.integration.conftest import DENY_ALL_SAMPLE, write_policies
-from tests.integration.kbs_helpers import attest, auth, create_key, error_of, fetch, sample_attestation
+from tests.integration.kbs_helpers import (
+    attest,
+    auth,
+    create_key,
+    error_of,
+    fetch,
+    sample_attestation,
+)
 
 Client = TestClient[Any, Any]
 
@@ -49,7 +56,9 @@ async def test_cookie_session_release(client: Client, admin_headers: dict[str, s
 
 async def test_auth_sets_strict_cookie(client: Client) -> None:
     """The session cookie is HttpOnly and SameSite=Strict; the nonce is 32 bytes."""
-    resp = await client.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""})
+    resp = await client.post(
+        "/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""}
+    )
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert len(base64.b64decode((await resp.json())["nonce"])) == 32
@@ -66,11 +75,15 @@ async def test_auth_sets_strict_cookie(client: Client) -> None:
 )
 async def test_auth_refusals(client: Client, body: bytes, code: str) -> None:
     """Bad auth requests get 400 with a specific code."""
-    resp = await client.post("/kbs/v0/auth", data=body, headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/kbs/v0/auth", data=body, headers={"Content-Type": "application/json"}
+    )
     assert (await error_of(resp))[:2] == (400, code)
 
 
-async def test_disabled_tee(aiohttp_client: Any, settings: Settings, clock: FakeClock, tmp_path: Path) -> None:
+async def test_disabled_tee(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
     """A tee the config does not enable is refused even if the broker knows it."""
     from dataclasses import replace
 
@@ -81,7 +94,9 @@ async def test_disabled_tee(aiohttp_client: Any, settings: Settings, clock: Fake
     svc = await open_services(restricted, clock=clock)
     try:
         c = await aiohttp_client(create_app(restricted, services=svc))
-        resp = await c.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""})
+        resp = await c.post(
+            "/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""}
+        )
         status, code, body = await error_of(resp)
         assert (status, code) == (400, "UnsupportedTEE")
         assert "not enabled" in body["detail"]
@@ -110,7 +125,9 @@ async def test_nonce_expired(client: Client, clock: FakeClock) -> None:
     """A nonce older than its lifetime is 401 NonceExpired."""
     nonce = await auth(client)
     clock.advance(301)
-    resp = await client.post("/kbs/v0/attest", json=sample_attestation(nonce, ClientKeyPair.generate("p256")))
+    resp = await client.post(
+        "/kbs/v0/attest", json=sample_attestation(nonce, ClientKeyPair.generate("p256"))
+    )
     assert (await error_of(resp))[:2] == (401, "NonceExpired")
 
 
@@ -127,7 +144,9 @@ async def test_wrong_nonce_in_runtime_data(client: Client) -> None:
     """Runtime data naming another nonce than the session's is refused."""
     await auth(client)
     other = base64.b64encode(b"o" * 32).decode()
-    resp = await client.post("/kbs/v0/attest", json=sample_attestation(other, ClientKeyPair.generate("p256")))
+    resp = await client.post(
+        "/kbs/v0/attest", json=sample_attestation(other, ClientKeyPair.generate("p256"))
+    )
     assert (await error_of(resp))[:2] == (403, "EvidenceNotFresh")
 
 
@@ -143,8 +162,11 @@ async def test_unsupported_pubkey(client: Client) -> None:
 
 async def test_body_too_large(client: Client) -> None:
     """A body over the limit is 413 BodyTooLarge."""
-    resp = await client.post("/kbs/v0/attest", data=io.BytesIO(b"x" * ((1 << 20) + 10)),
-                             headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/kbs/v0/attest",
+        data=io.BytesIO(b"x" * ((1 << 20) + 10)),
+        headers={"Content-Type": "application/json"},
+    )
     assert (await error_of(resp))[:2] == (413, "BodyTooLarge")
 
 
@@ -152,14 +174,25 @@ def _forged_tokens(services: Services, clock: FakeClock, keypair: ClientKeyPair)
     def make(key: TokenKey, issuer: str, ttl: int = 300, shift: float = 0) -> str:
         from datetime import timedelta
 
-        token, _ = issue(key, issuer=issuer, tee="sample", claims={"svn": 1}, flags={},
-                         tee_pubkey=keypair.public_jwk(), policy_digest="", evidence_digest="",
-                         now=clock.now() - timedelta(seconds=shift), ttl_seconds=ttl)
+        token, _ = issue(
+            key,
+            issuer=issuer,
+            tee="sample",
+            claims={"svn": 1},
+            flags={},
+            tee_pubkey=keypair.public_jwk(),
+            policy_digest="",
+            evidence_digest="",
+            now=clock.now() - timedelta(seconds=shift),
+            ttl_seconds=ttl,
+        )
         return token
 
     good = make(services.token_key, services.settings.kbs.issuer)
     header, payload, _ = good.split(".")
-    none_header = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
+    none_header = (
+        base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
+    )
     return {
         "alg-none": f"{none_header}.{payload}.",
         "other-broker": make(TokenKey.generate(), services.settings.kbs.issuer),
@@ -169,13 +202,16 @@ def _forged_tokens(services: Services, clock: FakeClock, keypair: ClientKeyPair)
     }
 
 
-async def test_forged_tokens_refused(client: Client, services: Services, clock: FakeClock,
-                                     admin_headers: dict[str, str]) -> None:
+async def test_forged_tokens_refused(
+    client: Client, services: Services, clock: FakeClock, admin_headers: dict[str, str]
+) -> None:
     """alg none, another broker's key, expired and tampered tokens are 401."""
     await create_key(client, admin_headers, "default/key/demo")
     keypair = ClientKeyPair.generate("p256")
     for name, token in _forged_tokens(services, clock, keypair).items():
-        resp = await client.get("/kbs/v0/resource/default/key/demo", headers={"Authorization": f"Bearer {token}"})
+        resp = await client.get(
+            "/kbs/v0/resource/default/key/demo", headers={"Authorization": f"Bearer {token}"}
+        )
         assert (await error_of(resp))[:2] == (401, "TokenInvalid"), name
 
 
@@ -186,7 +222,14 @@ async def test_resource_without_token(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["default/key/..", "default/key/%2e%2e", "default//x", "default/key/" + "x" * 300, "default/key"]
+    "path",
+    [
+        "default/key/..",
+        "default/key/%2e%2e",
+        "default//x",
+        "default/key/" + "x" * 300,
+        "default/key",
+    ],
 )
 async def test_bad_resource_paths(client: Client, path: str) -> None:
     """Traversal, empty and over-long resource paths are 400."""
@@ -194,25 +237,32 @@ async def test_bad_resource_paths(client: Client, path: str) -> None:
 
     token, _ = await attest(client)
     url = client.make_url("/").with_path(f"/kbs/v0/resource/{path}", encoded=True)
-    resp = await client.session.get(URL(str(url), encoded=True), headers={"Authorization": f"Bearer {token}"})
+    resp = await client.session.get(
+        URL(str(url), encoded=True), headers={"Authorization": f"Bearer {token}"}
+    )
     assert (await error_of(resp))[:2] == (400, "InvalidResourcePath")
 
 
 async def test_unknown_resource(client: Client) -> None:
     """A resource the policy allows but the store lacks is 404."""
     token, _ = await attest(client)
-    resp = await client.get("/kbs/v0/resource/default/key/nothing", headers={"Authorization": f"Bearer {token}"})
+    resp = await client.get(
+        "/kbs/v0/resource/default/key/nothing", headers={"Authorization": f"Bearer {token}"}
+    )
     assert (await error_of(resp))[:2] == (404, "ResourceNotFound")
 
 
-async def test_policy_denial_lists_reasons(client: Client, admin_headers: dict[str, str],
-                                           settings: Settings) -> None:
+async def test_policy_denial_lists_reasons(
+    client: Client, admin_headers: dict[str, str], settings: Settings
+) -> None:
     """A policy that denies gives 403 with reason ids and no secret."""
     await create_key(client, admin_headers, "default/key/demo")
     write_policies(Path(settings.policy.dir), DENY_ALL_SAMPLE)
     assert (await client.post("/v1/policies/reload", headers=admin_headers)).status == 200
     token, _ = await attest(client)
-    resp = await client.get("/kbs/v0/resource/default/key/demo", headers={"Authorization": f"Bearer {token}"})
+    resp = await client.get(
+        "/kbs/v0/resource/default/key/demo", headers={"Authorization": f"Bearer {token}"}
+    )
     status, code, body = await error_of(resp)
     assert (status, code) == (403, "PolicyDenied")
     assert body["reasons"] and all(isinstance(r, str) for r in body["reasons"])
@@ -222,14 +272,17 @@ async def test_ungoverned_resource_denied(client: Client, admin_headers: dict[st
     """No policy for a resource means deny."""
     await create_key(client, admin_headers, "other/key/demo")
     token, _ = await attest(client)
-    resp = await client.get("/kbs/v0/resource/other/key/demo", headers={"Authorization": f"Bearer {token}"})
+    resp = await client.get(
+        "/kbs/v0/resource/other/key/demo", headers={"Authorization": f"Bearer {token}"}
+    )
     status, code, body = await error_of(resp)
     assert (status, code) == (403, "PolicyDenied")
     assert "policy.none" in body["reasons"]
 
 
-async def test_broken_policy_reload_keeps_last_good(client: Client, admin_headers: dict[str, str],
-                                                    settings: Settings) -> None:
+async def test_broken_policy_reload_keeps_last_good(
+    client: Client, admin_headers: dict[str, str], settings: Settings
+) -> None:
     """A broken policy file on reload keeps the last good set and says why."""
     before = await (await client.get("/v1/policies", headers=admin_headers)).json()
     (Path(settings.policy.dir) / "broken.yaml").write_text("version: 1\nrules: [\n")
@@ -244,7 +297,9 @@ async def test_broken_policy_reload_keeps_last_good(client: Client, admin_header
 
 async def test_error_bodies_have_request_ids(client: Client) -> None:
     """Every error body names its request id and a stable type, never a trace."""
-    resp = await client.post("/kbs/v0/auth", data=b"[", headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/kbs/v0/auth", data=b"[", headers={"Content-Type": "application/json"}
+    )
     body = await resp.json()
     assert body["request_id"] == resp.headers["X-Request-Id"]
     assert body["type"].endswith("/errors/MalformedRequest")
@@ -258,5 +313,7 @@ async def test_body_too_large_without_length(client: Client) -> None:
         for _ in range(40):
             yield b"x" * 65536
 
-    resp = await client.post("/kbs/v0/auth", data=chunks(), headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/kbs/v0/auth", data=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert (await error_of(resp))[:2] == (413, "BodyTooLarge")

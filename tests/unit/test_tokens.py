@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from broker.errors import TokenInvalid
 from broker.tokens import TokenKey, issue, verify
 
@@ -16,9 +17,18 @@ NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 
 def _issue(key: TokenKey, now: datetime = NOW, ttl: int = 300) -> str:
-    token, _ = issue(key, issuer="b", tee="sample", claims={"svn": 1}, flags={"debug": False},
-                     tee_pubkey={"kty": "EC"}, policy_digest="sha256:p", evidence_digest="sha256:e",
-                     now=now, ttl_seconds=ttl)
+    token, _ = issue(
+        key,
+        issuer="b",
+        tee="sample",
+        claims={"svn": 1},
+        flags={"debug": False},
+        tee_pubkey={"kty": "EC"},
+        policy_digest="sha256:p",
+        evidence_digest="sha256:e",
+        now=now,
+        ttl_seconds=ttl,
+    )
     return token
 
 

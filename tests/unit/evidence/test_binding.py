@@ -59,7 +59,11 @@ def test_bad_nonce_is_malformed() -> None:
         expectation_for("not base64!!", {}, "")
 
 
-@given(st.dictionaries(st.text(max_size=8), st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8), max_size=5))
+@given(
+    st.dictionaries(
+        st.text(max_size=8), st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8), max_size=5
+    )
+)
 def test_digest_is_deterministic(value: dict[str, object]) -> None:
     """The digest of a JSON value is stable across calls."""
     assert canonical_digest(value) == canonical_digest(dict(reversed(list(value.items()))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from datetime import datetime, timedelta
@@ -111,8 +112,6 @@ def test_v5_quote_body_type_3_is_parsed() -> None:
 
 def test_td_with_sept_ve_enabled_is_reported_not_refused() -> None:
     """The Azure td_quote (SEPT_VE_DISABLE=0), which dcap-qvl refuses, verifies with a flag."""
-    import base64
-
     evidence = json.loads(read_bytes("azure-vtpm", "az-tdx-vtpm.evidence.json"))
     text = evidence["td_quote"]
     quote = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -208,7 +207,7 @@ def test_quote_of_the_other_tee_is_refused() -> None:
 def test_naive_time_is_refused() -> None:
     """The verification time must carry a timezone."""
     with pytest.raises(EvidenceFormatError):
-        run("tdx", UPTODATE, now=datetime(2025, 7, 4))  # noqa: DTZ001
+        run("tdx", UPTODATE, now=datetime(2025, 7, 4))
 
 
 def test_missing_root_anchor_is_refused() -> None:

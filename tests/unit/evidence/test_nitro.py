@@ -276,6 +276,7 @@ def test_verifier_without_expectation(shape: str) -> None:
 def _doc_expectation(vector_id: str, *, nonce: bytes | None = None) -> Expectation:
     doc = NitroDocument.from_bytes(_vector(vector_id)[0])
     assert doc.user_data is not None
+    assert doc.nonce is not None
     return Expectation(
         report_data=doc.user_data.ljust(64, b"\0")[:64],
         nonce=doc.nonce if nonce is None else nonce,

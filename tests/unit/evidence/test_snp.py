@@ -117,11 +117,16 @@ def test_flags_of_policy_relevant_vectors() -> None:
     """Debug policy, VMPL 1 and VLEK signing surface as flags."""
     debug = vector("gosev-milan-debug")
     flags = verify_snp_report(debug.report, debug.vek, anchors=pinned_anchors(), now=WHEN).flags
-    assert flags["debug"] and not flags["vmpl_nonzero"] and not flags["signing_key_vlek"]
+    assert flags["debug"]
+    assert not flags["vmpl_nonzero"]
+    assert not flags["signing_key_vlek"]
     vlek = vector("trustee-milan-vlek")
     flags = verify_snp_report(vlek.report, vlek.vek, anchors=pinned_anchors(), now=WHEN).flags
-    assert flags["vmpl_nonzero"] and flags["signing_key_vlek"] and not flags["debug"]
-    assert flags["smt_allowed"] and flags["reported_tcb_below_current"]
+    assert flags["vmpl_nonzero"]
+    assert flags["signing_key_vlek"]
+    assert not flags["debug"]
+    assert flags["smt_allowed"]
+    assert flags["reported_tcb_below_current"]
 
 
 @requires_evidence
@@ -204,7 +209,8 @@ def test_report_parses_named_fields() -> None:
     """from_bytes exposes the ABI fields at their offsets."""
     report = SNPReport.from_bytes(read_bytes(SNP, f"{BASE}.report.bin"))
     assert (report.version, report.guest_svn, report.vmpl, report.signing_key) == (2, 4, 0, 0)
-    assert report.policy == 0x3001F and report.current_fw == (1, 52, 4)
+    assert report.policy == 0x3001F
+    assert report.current_fw == (1, 52, 4)
     assert report.signed_bytes == report.raw[:0x2A0]
     assert "raw=" not in repr(report)
 
@@ -405,6 +411,15 @@ def test_verifier_accepts_report_and_vcek_form() -> None:
 
 
 @requires_evidence
+def test_verifier_accepts_url_safe_base64() -> None:
+    """URL-safe base64 without padding decodes to the same report."""
+    v = vector(BASE)
+    report = base64.urlsafe_b64encode(v.report).decode().rstrip("=")
+    claims = SNPVerifier().verify({"report": report, "vcek": b64(v.vek)}, ctx())
+    assert claims.evidence_digest == evidence_digest(v.report)
+
+
+@requires_evidence
 def test_verifier_accepts_pem_vcek_and_json_text() -> None:
     """A PEM VCEK and evidence sent as JSON text are accepted."""
     v = vector(BASE)
@@ -432,6 +447,90 @@ def test_verifier_accepts_trustee_cert_chain_form(as_list: bool) -> None:
     claims = SNPVerifier().verify(evidence, ctx())
     assert claims.claims["signing_key"] == "VLEK"
     assert claims.flags["vmpl_nonzero"]
+
+
+def serde_form(raw: bytes) -> dict[str, Any]:
+    """Trustee's (virtee/sev serde) field object for a raw Milan report."""
+
+    def u(offset: int, size: int) -> int:
+        return int.from_bytes(raw[offset : offset + size], "little")
+
+    def arr(offset: int, size: int) -> list[int]:
+        return list(raw[offset : offset + size])
+
+    def tcb(offset: int) -> dict[str, Any]:
+        t = raw[offset : offset + 8]
+        return {
+            "bootloader": t[0],
+            "tee": t[1],
+            "_reserved": list(t[2:6]),
+            "snp": t[6],
+            "microcode": t[7],
+        }
+
+    return {
+        "version": u(0, 4), "guest_svn": u(4, 4), "policy": u(8, 8),
+        "family_id": arr(0x10, 16), "image_id": arr(0x20, 16), "vmpl": u(0x30, 4),
+        "sig_algo": u(0x34, 4), "current_tcb": tcb(0x38), "plat_info": u(0x40, 8),
+        "_author_key_en": u(0x48, 4), "_reserved_0": u(0x4C, 4),
+        "report_data": arr(0x50, 64), "measurement": arr(0x90, 48), "host_data": arr(0xC0, 32),
+        "id_key_digest": arr(0xE0, 48), "author_key_digest": arr(0x110, 48),
+        "report_id": arr(0x140, 32), "report_id_ma": arr(0x160, 32), "reported_tcb": tcb(0x180),
+        "_reserved_1": arr(0x188, 24), "chip_id": arr(0x1A0, 64), "committed_tcb": tcb(0x1E0),
+        "current_build": raw[0x1E8], "current_minor": raw[0x1E9], "current_major": raw[0x1EA],
+        "_reserved_2": raw[0x1EB], "committed_build": raw[0x1EC], "committed_minor": raw[0x1ED],
+        "committed_major": raw[0x1EE], "_reserved_3": raw[0x1EF], "launch_tcb": tcb(0x1F0),
+        "_reserved_4": arr(0x1F8, 168),
+        "signature": {"r": arr(0x2A0, 72), "s": arr(0x2E8, 72), "_reserved": arr(0x330, 368)},
+    }  # fmt: skip
+
+
+@requires_evidence
+@pytest.mark.parametrize("vector_id", ["trustee-milan-vcek", "oak-milan-oc-release"])
+def test_verifier_accepts_trustee_field_object(vector_id: str) -> None:
+    """Trustee's attestation_report field object rebuilds the signed bytes exactly."""
+    v = vector(vector_id)
+    evidence = {
+        "attestation_report": serde_form(v.report),
+        "cert_chain": [{"cert_type": "VCEK", "data": list(v.vek)}],
+    }
+    claims = SNPVerifier().verify(evidence, ctx())
+    assert dict(claims.claims) == v.data["claims"]
+    assert claims.evidence_digest == evidence_digest(v.report)
+
+
+@requires_evidence
+def test_trustee_field_object_with_changed_field_fails() -> None:
+    """Editing a field of the object breaks the report signature."""
+    v = vector(BASE)
+    form = serde_form(v.report)
+    form["vmpl"] = 1
+    evidence = {"attestation_report": form, "vcek": b64(v.vek)}
+    with pytest.raises(EvidenceSignatureError):
+        SNPVerifier().verify(evidence, ctx())
+
+
+@requires_evidence
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("measurement", [0] * 47),
+        ("policy", -1),
+        ("vmpl", True),
+        ("reported_tcb", 3),
+        ("signature", None),
+    ],
+)
+def test_trustee_field_object_rejects_bad_fields(field: str, value: object) -> None:
+    """Missing or ill-typed fields raise EvidenceFormatError naming them."""
+    v = vector(BASE)
+    form = serde_form(v.report)
+    if value is None:
+        del form[field]
+    else:
+        form[field] = value
+    with pytest.raises(EvidenceFormatError, match=field):
+        SNPVerifier().verify({"attestation_report": form, "vcek": b64(v.vek)}, ctx())
 
 
 @requires_evidence
@@ -483,6 +582,7 @@ def test_modified_report_data_fails_binding_or_signature() -> None:
         {"report": "!!!not base64!!!"},
         {"report": [256]},
         {"attestation_report": {"version": 2}},
+        {"attestation_report": {"version": 2}, "vcek": "AAAA"},
         {"report": "AAAA", "cert_chain": "x"},
         {"report": "AAAA", "cert_chain": [{"cert_type": "VCEK"}, {"cert_type": "VLEK"}]},
     ],

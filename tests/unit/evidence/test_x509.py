@@ -198,7 +198,7 @@ def test_verify_valid_at_requires_aware_time() -> None:
     """A naive `now` is a programming error, not a verdict."""
     leaf, _, _ = rsa_chain()
     with pytest.raises(ValueError, match="timezone-aware"):
-        _x509.verify_valid_at(leaf, datetime(2025, 9, 1))  # noqa: DTZ001
+        _x509.verify_valid_at(leaf, datetime(2025, 9, 1))
 
 
 # --- issuance -----------------------------------------------------------------
@@ -219,6 +219,18 @@ def test_real_amd_wrong_issuer_is_rejected() -> None:
         _x509.verify_issued_by(turin, pinned("amd-milan-ask"))
     with pytest.raises(EvidenceSignatureError):
         _x509.verify_self_signed(pinned("amd-milan-ask"))
+
+
+@requires_evidence
+def test_outer_signature_algorithm_must_match_the_signed_one() -> None:
+    """Changing the unsigned outer PSS salt parameter is detected, not ignored."""
+    der = read_bytes("sev-snp", "trustee-milan-vcek.vcek.der")
+    salt = b"\xa2\x03\x02\x01\x30"
+    outer = der.rindex(salt)
+    assert outer != der.index(salt)
+    tampered = der[:outer] + b"\xa2\x03\x02\x01\x31" + der[outer + len(salt) :]
+    with pytest.raises(EvidenceSignatureError, match="differs"):
+        _x509.verify_issued_by(_x509.load_certificate(tampered), pinned("amd-milan-ask"))
 
 
 def test_pss_with_other_salt_is_rejected() -> None:

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from broker.policy.model import ReleaseRequest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-REQUEST = ReleaseRequest(resource="default/key/1", version=1, is_current=True, wrap_alg="RSA-OAEP-256")
+REQUEST = ReleaseRequest(
+    resource="default/key/1", version=1, is_current=True, wrap_alg="RSA-OAEP-256"
+)
 
 
 def doc(text: str) -> bytes:

@@ -102,7 +102,8 @@ def test_cel_typo_counts_as_false() -> None:
     assert decision.reason_ids == ("rule.failed:p/good#0",)
     result = decision.trace[0].conditions[0]
     assert result.value is False
-    assert result.error is not None and "svn" in result.error
+    assert result.error is not None
+    assert "svn" in result.error
 
 
 def test_wrong_type_counts_as_false() -> None:

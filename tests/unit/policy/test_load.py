@@ -93,11 +93,27 @@ def test_broken_yaml_names_file_line_col(text: bytes, expected: str) -> None:
         (b"version: 1\n", b"", "a.yaml:1:1: policy: missing required key 'version'"),
         (b"    effect: deny", b"    effect: maybe", "a.yaml:13:13: rules[1].effect must be"),
         (b"    tee: sample\n", b"    tee: snp\n", "a.yaml:7:10: rules[0].tee: unknown TEE 'snp'"),
-        (b"  - name: no-debug", b"  - name: sample-guests", "a.yaml:11:5: rules[1]: duplicate rule"),
+        (
+            b"  - name: no-debug",
+            b"  - name: sample-guests",
+            "a.yaml:11:5: rules[1]: duplicate rule",
+        ),
         (b"description: a", b"descripton: a", "a.yaml:3:1: policy: unknown key 'descripton'"),
-        (b"      - flags.debug", b"      - flags.debug &&", "a.yaml:15:23: rules[1].when[0]: invalid CEL"),
-        (b"      - flags.debug", b"      - flag.debug", "a.yaml:15:9: rules[1].when[0]: unknown variable"),
-        (b"      - flags.debug", b"      - !flags.debug", "a.yaml:15:9: rules[1].when[0] must be a string"),
+        (
+            b"      - flags.debug",
+            b"      - flags.debug &&",
+            "a.yaml:15:23: rules[1].when[0]: invalid CEL",
+        ),
+        (
+            b"      - flags.debug",
+            b"      - flag.debug",
+            "a.yaml:15:9: rules[1].when[0]: unknown variable",
+        ),
+        (
+            b"      - flags.debug",
+            b"      - !flags.debug",
+            "a.yaml:15:9: rules[1].when[0] must be a string",
+        ),
         (b"refs.good_measurements", b"refs.bad", "a.yaml:10:9: rules[0].when[1]: no reference set"),
         (b'"default/*/*", ', b"", "a.yaml:1:1: policy name"),
         (b'"default/*/*"', b'"default/*"', "a.yaml:4:13: resources[0]: 'default/*' must be"),
@@ -132,7 +148,11 @@ def test_block_scalar_cel_error_line() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        (b"rules:\n  - name: sample-guests", b"rules: []\nxrules:\n  - name: sample-guests", "rules must hold"),
+        (
+            b"rules:\n  - name: sample-guests",
+            b"rules: []\nxrules:\n  - name: sample-guests",
+            "rules must hold",
+        ),
         (b"      - flags.debug\n", b"      []\n", "when must hold at least one condition"),
     ],
 )
@@ -159,25 +179,54 @@ def test_duplicate_policy_names_refused() -> None:
 def test_duplicate_ref_names_refused() -> None:
     """A reference-set name is unique across every refs file."""
     message = _error({"refs/a.yaml": REFS, "refs/b.yaml": REFS})
-    assert message == "refs/b.yaml:3:3: reference set 'good_measurements' is already defined at refs/a.yaml:3"
+    assert (
+        message
+        == "refs/b.yaml:3:3: reference set 'good_measurements' is already defined at refs/a.yaml:3"
+    )
 
 
 def test_duplicate_keys_refused() -> None:
     """A key given twice is an error, not last-one-wins."""
     text = VALID.replace(b"name: team-a\n", b"name: team-a\nname: team-b\n")
-    assert _error({"a.yaml": text, "refs/r.yaml": REFS}) == "a.yaml:3:1: policy: duplicate key 'name'"
+    assert (
+        _error({"a.yaml": text, "refs/r.yaml": REFS}) == "a.yaml:3:1: policy: duplicate key 'name'"
+    )
 
 
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        (b"values: [\"aa\", \"bb\"]", b"values: aa", "refs/r.yaml:7:13: refs.good_measurements.values must be a list"),
-        (b"    added_by: tests\n", b"", "refs/r.yaml:4:5: refs.good_measurements: missing required key 'added_by'"),
+        (
+            b'values: ["aa", "bb"]',
+            b"values: aa",
+            "refs/r.yaml:7:13: refs.good_measurements.values must be a list",
+        ),
+        (
+            b"    added_by: tests\n",
+            b"",
+            "refs/r.yaml:4:5: refs.good_measurements: missing required key 'added_by'",
+        ),
         (b"good_measurements", b"Good", "refs/r.yaml:3:3: reference set name 'Good' must match"),
-        (b"    added_by: tests\n", b"    added_by: tests\n    expires: 2026-01-01\n", "refs/r.yaml:7:14: refs.good_measurements.expires must be an RFC 3339"),
-        (b"    added_by: tests\n", b"    added_by: tests\n    expires: '2026-01-01T00:00:00'\n", "refs/r.yaml:7:14: refs.good_measurements.expires must be"),
-        (b"    added_by: tests\n", b"    added_by: tests\n    owner: x\n", "refs/r.yaml:7:5: refs.good_measurements: unknown key 'owner'"),
-        (b'["aa", "bb"]', b"[aa, [bb]]", "refs/r.yaml:7:18: refs.good_measurements.values[1] must be a string"),
+        (
+            b"    added_by: tests\n",
+            b"    added_by: tests\n    expires: 2026-01-01\n",
+            "refs/r.yaml:7:14: refs.good_measurements.expires must be an RFC 3339",
+        ),
+        (
+            b"    added_by: tests\n",
+            b"    added_by: tests\n    expires: '2026-01-01T00:00:00'\n",
+            "refs/r.yaml:7:14: refs.good_measurements.expires must be",
+        ),
+        (
+            b"    added_by: tests\n",
+            b"    added_by: tests\n    owner: x\n",
+            "refs/r.yaml:7:5: refs.good_measurements: unknown key 'owner'",
+        ),
+        (
+            b'["aa", "bb"]',
+            b"[aa, [bb]]",
+            "refs/r.yaml:7:18: refs.good_measurements.values[1] must be a string",
+        ),
     ],
 )
 def test_refs_schema_errors(old: bytes, new: bytes, expected: str) -> None:
@@ -189,7 +238,9 @@ def test_refs_schema_errors(old: bytes, new: bytes, expected: str) -> None:
 def test_refs_expiry_parsed() -> None:
     """``expires`` accepts quoted and unquoted RFC 3339 date-times with an offset."""
     for value in (b"2027-01-01T00:00:00Z", b"'2027-01-01T02:00:00+02:00'"):
-        text = REFS.replace(b"    added_by: tests\n", b"    added_by: tests\n    expires: " + value + b"\n")
+        text = REFS.replace(
+            b"    added_by: tests\n", b"    added_by: tests\n    expires: " + value + b"\n"
+        )
         policies = load_policy_texts({"refs/r.yaml": text}, now=NOW)
         assert policies.refs[0].expires is not None
         assert policies.refs[0].expires.timestamp() == 1798761600
@@ -207,7 +258,8 @@ def test_digest_is_stable_and_sensitive() -> None:
     one = load_policy_texts(files, now=NOW)
     two = load_policy_texts(dict(reversed(list(files.items()))), now=NOW)
     assert one.digest == two.digest
-    assert one.digest.startswith("sha256:") and len(one.digest) == 71
+    assert one.digest.startswith("sha256:")
+    assert len(one.digest) == 71
     changed = load_policy_texts({"a.yaml": VALID + b"# comment\n", "refs/r.yaml": REFS}, now=NOW)
     assert changed.digest != one.digest
     renamed = load_policy_texts({"b.yaml": VALID, "refs/r.yaml": REFS}, now=NOW)

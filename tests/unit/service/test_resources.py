@@ -15,8 +15,21 @@ def test_valid(good: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["..", "a/../b", "a/b/..", "a//b", "a/b", "a/b/c/d", "/a/b", "a/b/" + "x" * 200,
-            "a/b/.hidden", "a/b/c d", "a/b/%2e%2e", ""],
+    "bad",
+    [
+        "..",
+        "a/../b",
+        "a/b/..",
+        "a//b",
+        "a/b",
+        "a/b/c/d",
+        "/a/b",
+        "a/b/" + "x" * 200,
+        "a/b/.hidden",
+        "a/b/c d",
+        "a/b/%2e%2e",
+        "",
+    ],
 )
 def test_invalid(bad: str) -> None:
     """Traversal, empty, over-long and odd segments are refused."""
