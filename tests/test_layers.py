@@ -78,10 +78,7 @@ def test_modules_import_cleanly() -> None:
         for p in PACKAGE.rglob("*.py")
         if p.name != "__main__.py"
     )
-    code = (
-        "import importlib\nfor m in %r:\n    importlib.import_module(m.removesuffix('.__init__'))\n"
-        % modules
-    )
+    code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m.removesuffix('.__init__'))\n"
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", code],
         capture_output=True,

@@ -99,13 +99,23 @@ def _row_body(record: AuditRecord) -> str:
     return rfc8785.dumps(record.to_dict(with_hash=True)).decode("utf-8")
 
 
+def _live(conn: sqlite3.Connection | None) -> sqlite3.Connection:
+    if conn is None:
+        raise sqlite3.OperationalError("audit database connection is closed")
+    return conn
+
+
 def _record_from_body(body: str) -> AuditRecord:
     """Parse a stored row; ``from_dict`` re-checks the record's own hash."""
     return AuditRecord.from_dict(json.loads(body))
 
 
 class SQLiteAuditLog:
-    """Audit sink on one SQLite file. Not safe to open one file from two processes.
+    """Audit sink on one SQLite file, written by one process.
+
+    A second writer on the same file is not supported; it cannot fork the
+    chain (the schema refuses unlinked rows, and a failed group re-reads the
+    head) but its appends would fail at random.
 
     ``fail_writes`` is a fault-injection seam for tests: called on the writer
     thread once per group after the INSERTs and before COMMIT; returning True
@@ -154,9 +164,9 @@ class SQLiteAuditLog:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="audit-writer")
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="audit-reader")
         try:
-            await self._on_writer(self._open_writer)
-            await self._on_reader(self._open_reader)
-            self._head = await self._on_writer(self._read_head)
+            await self._on(self._writer_pool, self._open_writer)
+            await self._on(self._reader_pool, self._open_reader)
+            self._head = await self._on(self._writer_pool, self._read_head)
         except (sqlite3.Error, OSError, ValueError, AuditRecordInvalid) as exc:
             await self._shutdown_threads()
             raise AuditWriteError(
@@ -215,7 +225,12 @@ class SQLiteAuditLog:
         if not self._open:
             raise AuditWriteError("audit log is not open", retryable=False)
         if self._head_stale:
-            return await self._refresh_head()
+            # Read without caching: only the writer task moves the head, so a
+            # read racing with its next commit can never roll the head back.
+            try:
+                return await self._on(self._writer_pool, self._read_head)
+            except (sqlite3.Error, ValueError, AuditRecordInvalid) as exc:
+                raise AuditWriteError(f"audit head cannot be read: {exc}") from exc
         return self._head
 
     async def check_writable(self) -> None:
@@ -227,7 +242,7 @@ class SQLiteAuditLog:
         if not self._open or self._writer_task is None or self._writer_task.done():
             raise AuditWriteError("audit log is not open")
         try:
-            await self._on_writer(self._probe_write_lock)
+            await self._on(self._writer_pool, self._probe_write_lock)
         except sqlite3.Error as exc:
             raise AuditWriteError(f"audit log is not writable: {exc}") from exc
 
@@ -297,7 +312,7 @@ class SQLiteAuditLog:
             for pending in batch:
                 prev = chain_next(prev, pending.event)
                 records.append(prev)
-            await self._on_writer(self._write_rows, records)
+            await self._on(self._writer_pool, self._write_rows, records)
         except asyncio.CancelledError:
             self._head_stale = True
             self._fail(batch, "audit writer was cancelled")
@@ -322,27 +337,22 @@ class SQLiteAuditLog:
                 pending.future.set_exception(AuditWriteError(message))
 
     async def _refresh_head(self) -> AuditRecord | None:
-        head = await self._on_writer(self._read_head)
+        head = await self._on(self._writer_pool, self._read_head)
         self._head, self._head_stale = head, False
         return head
 
     # -- thread plumbing ------------------------------------------------------------------------
 
-    async def _on_writer(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        if self._writer_pool is None:
+    async def _on(
+        self, pool: ThreadPoolExecutor | None, fn: Callable[_P, _T], *a: _P.args, **k: _P.kwargs
+    ) -> _T:
+        if pool is None:
             raise AuditWriteError("audit log is not open", retryable=False)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer_pool, lambda: fn(*args, **kwargs))
-
-    async def _on_reader(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        if self._reader_pool is None:
-            raise AuditWriteError("audit log is not open", retryable=False)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader_pool, lambda: fn(*args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*a, **k))
 
     async def _reading(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
-            return await self._on_reader(fn, *args, **kwargs)
+            return await self._on(self._reader_pool, fn, *args, **kwargs)
         except sqlite3.Error as exc:
             raise AuditWriteError(f"audit log cannot be read: {exc}") from exc
 
@@ -372,9 +382,7 @@ class SQLiteAuditLog:
         self._wconn = conn
 
     def _writer_conn(self) -> sqlite3.Connection:
-        if self._wconn is None:
-            raise sqlite3.OperationalError("writer connection is closed")
-        return self._wconn
+        return _live(self._wconn)
 
     def _read_head(self) -> AuditRecord | None:
         row = (
@@ -415,9 +423,7 @@ class SQLiteAuditLog:
         self._rconn = conn
 
     def _reader_conn(self) -> sqlite3.Connection:
-        if self._rconn is None:
-            raise sqlite3.OperationalError("reader connection is closed")
-        return self._rconn
+        return _live(self._rconn)
 
     def _window(self, lo: str | None, hi: str | None) -> tuple[int, int]:
         conn = self._reader_conn()

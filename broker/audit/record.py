@@ -36,6 +36,7 @@ __all__ = [
     "FORMAT_VERSION",
     "GENESIS_HASH",
     "MAX_DETAIL_CHARS",
+    "RECORD_KEYS",
     "AuditEvent",
     "AuditHashMismatch",
     "AuditRecord",

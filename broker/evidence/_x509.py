@@ -78,11 +78,16 @@ _PARSE_ERRORS = (
     UnsupportedAlgorithm,
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
+    x509.InvalidVersion,
+    # Any other warning cryptography raises while parsing (e.g. a malformed
+    # name) means the certificate is malformed: _quietly turns it into an error.
+    Warning,
 )
 
 
 def _quietly(parse: Callable[[], _T]) -> _T:
     with warnings.catch_warnings():
+        warnings.simplefilter("error")
         warnings.filterwarnings(
             "ignore", message=_SERIAL_WARNING, category=CryptographyDeprecationWarning
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from broker.adapters import sqlite_audit
 from broker.adapters.sqlite_audit import SQLiteAuditLog
@@ -120,9 +121,12 @@ async def test_failed_group_fails_every_waiter_and_leaves_no_gap(tmp_path: Path)
     try:
         first = [await audit_log.append(event(i)) for i in range(3)]
         fail.pending = 1
-        results = await asyncio.gather(
-            *(audit_log.append(event(10 + i)) for i in range(10)), return_exceptions=True
-        )
+        with capture_logs() as logs:
+            results = await asyncio.gather(
+                *(audit_log.append(event(10 + i)) for i in range(10)), return_exceptions=True
+            )
+        assert [entry["event"] for entry in logs] == ["audit.write_failed"]
+        assert logs[0]["group"] == 10
         assert all(isinstance(r, AuditWriteError) for r in results)
         assert all(r.code == "AuditUnavailable" and r.status == 503 for r in results)  # type: ignore[union-attr]
         assert len({id(r) for r in results}) == 10  # one exception object per waiter
@@ -142,7 +146,7 @@ async def test_failure_on_first_write_then_genesis(tmp_path: Path) -> None:
     audit_log = SQLiteAuditLog(tmp_path / "audit.db", fail_writes=fail)
     await audit_log.start()
     try:
-        with pytest.raises(AuditWriteError):
+        with capture_logs(), pytest.raises(AuditWriteError):
             await audit_log.append(event(0))
         record = await audit_log.append(event(1))
         assert (record.seq, record.prev_hash) == (0, GENESIS_HASH)
@@ -163,7 +167,7 @@ async def test_unexpected_exception_in_writer_reaches_waiters(tmp_path: Path) ->
     audit_log = SQLiteAuditLog(tmp_path / "audit.db", fail_writes=explode)
     await audit_log.start()
     try:
-        with pytest.raises(AuditWriteError):
+        with capture_logs(), pytest.raises(AuditWriteError):
             await audit_log.append(event(0))
         assert (await audit_log.append(event(1))).seq == 0
         await audit_log.check_writable()
@@ -225,8 +229,8 @@ async def test_durability_settings(log: SQLiteAuditLog, tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     conn.close()
-    sync = await log._on_writer(
-        lambda: log._writer_conn().execute("PRAGMA synchronous").fetchone()[0]
+    sync = await log._on(
+        log._writer_pool, lambda: log._writer_conn().execute("PRAGMA synchronous").fetchone()[0]
     )
     assert sync == 2  # FULL
     assert GENESIS_HASH in sqlite_audit._SCHEMA

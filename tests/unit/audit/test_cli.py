@@ -19,7 +19,7 @@ from broker.cli.audit import audit
 
 from ._factory import export_bytes, make_chain
 
-GOOD_TOKEN = "admin-token-for-tests"  # noqa: S105 - a test fixture, not a secret
+GOOD_TOKEN = "admin-token-for-tests"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> Any:

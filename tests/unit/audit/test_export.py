@@ -87,7 +87,7 @@ def test_csv_quotes_separators_and_newlines() -> None:
 @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t"])
 def test_csv_neutralises_formulas(start: str) -> None:
     """Client-controlled text that a spreadsheet would run as a formula is prefixed with '."""
-    record = make_chain(1, resource=start + "HYPERLINK(\"http://x\")")[0]
+    record = make_chain(1, resource=start + 'HYPERLINK("http://x")')[0]
     rows = _parse_csv(csv_header() + csv_row(record))
     assert rows[0]["resource"] == "'" + start + 'HYPERLINK("http://x")'
 
