@@ -193,9 +193,9 @@ def _check_int(value: object, name: str, *, optional: bool = False) -> None:
 
 def _check_event_fields(obj: AuditEvent | AuditRecord) -> None:
     """Invariants shared by events and records (values already normalised)."""
-    if not _EVENT_RE.fullmatch(obj.event):
+    if not _EVENT_RE.fullmatch(_strict_str(obj.event, "event")):
         raise AuditRecordInvalid("event must be a dotted lowercase name such as 'kbs.auth'")
-    if obj.decision not in DECISIONS:
+    if _strict_str(obj.decision, "decision") not in DECISIONS:
         raise AuditRecordInvalid(f"decision must be one of {sorted(DECISIONS)}")
     for name in _STR_FIELDS:
         _strict_str(getattr(obj, name), name)

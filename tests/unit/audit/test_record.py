@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.audit.record import (
     FORMAT_VERSION,
     GENESIS_HASH,
     MAX_DETAIL_CHARS,
+    RECORD_KEYS,
     AuditEvent,
     AuditHashMismatch,
     AuditRecord,
@@ -287,3 +290,39 @@ def test_record_time_keeps_microseconds() -> None:
     t = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(microseconds=7)
     record = chain_next(None, make_event(time=t))
     assert AuditRecord.from_dict(record.to_dict()).time == t
+
+
+# -- property: from_dict and AuditEvent raise only AuditRecordInvalid -------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(key=st.sampled_from(sorted(RECORD_KEYS)), value=_json)
+def test_from_dict_with_any_field_value_raises_only_our_error(key: str, value: Any) -> None:
+    """Replacing any field with any JSON value parses or raises AuditRecordInvalid only."""
+    data = _good()
+    data[key] = value
+    try:
+        record = AuditRecord.from_dict(data)
+    except AuditRecordInvalid:
+        return
+    assert record.to_dict()[key] == value or key == "hash"
+
+
+@settings(max_examples=200)
+@given(
+    key=st.sampled_from([f for f in AuditEvent.__dataclass_fields__ if f != "time"]),
+    value=_json | st.binary() | st.builds(object),
+)
+def test_event_with_any_field_value_raises_only_our_error(key: str, value: Any) -> None:
+    """An event built from arbitrary values is either valid or rejected with AuditRecordInvalid."""
+    try:
+        event = make_event(**{key: value})
+    except AuditRecordInvalid:
+        return
+    chain_next(None, event)

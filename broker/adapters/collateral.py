@@ -1,0 +1,315 @@
+"""Collateral sources: the endorsements a verifier needs, as bytes.
+
+    source = CachedCollateral(Path("/var/lib/broker/collateral"), max_age=timedelta(days=1))
+    collateral = await source.fetch(CollateralRequest.for_snp(chip_id, reported_tcb, "Milan"))
+    ctx = VerifyContext(now=now, anchors=anchors, collateral=collateral)
+
+A source answers with the mapping ``VerifyContext.collateral`` expects:
+``{"vcek": <DER>}`` for SEV-SNP, ``{"dcap": <QuoteCollateralV3 JSON bytes>}``
+for TDX and SGX. Sources never verify signatures: the verifier does, with the
+pinned roots. The cache only refuses to serve what it can tell is out of date.
+
+Cache layout (hex keys in lower case)::
+
+    <dir>/sev-snp/<product>/<chip_id>-<reported_tcb>.der
+    <dir>/dcap/<tee>/<fmspc>-<ca>.json
+
+The DCAP entries are kept per TEE because a TDX host has one FMSPC but two
+different TCB Infos (``"id": "TDX"`` and ``"id": "SGX"``) under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from broker.errors import BackendError, CollateralError
+from broker.evidence.dcap_collateral import MAX_COLLATERAL_SIZE, Collateral, parse_time
+from broker.ports import Clock
+
+__all__ = [
+    "DCAP_TEES",
+    "SNP_PRODUCTS",
+    "CachedCollateral",
+    "CollateralRequest",
+    "CollateralSource",
+    "EvidenceSuppliedCollateral",
+    "SystemClock",
+    "check_dcap_fresh",
+    "check_vcek",
+]
+
+SNP_PRODUCTS = frozenset({"Milan", "Genoa", "Turin"})
+DCAP_TEES = frozenset({"tdx", "sgx"})
+PCK_CAS = frozenset({"processor", "platform"})
+MAX_VCEK_SIZE = 16 * 1024
+
+_CHIP_ID_HEX = 128  # CHIP_ID is 64 bytes in every report version
+_TCB_HEX = 16  # TCB_VERSION is 8 bytes
+_FMSPC_HEX = 12  # FMSPC is 6 bytes
+_HEX = re.compile(r"[0-9a-f]*")
+
+
+@dataclass(frozen=True, slots=True)
+class CollateralRequest:
+    """What collateral is needed, named by values taken from the evidence.
+
+    SEV-SNP: ``chip_id`` (128 hex chars), ``reported_tcb`` (16 hex chars of
+    the raw TCB_VERSION) and ``product`` (Milan, Genoa or Turin). TDX and SGX:
+    ``fmspc`` (12 hex chars) and ``ca`` (``processor`` or ``platform``, the PCK
+    CA that issued the platform's PCK certificate). Keys become file names and
+    URL parts, so anything but exact-length hex is refused here, once.
+
+    Raises:
+        CollateralError: unknown tee, or a key that is missing or malformed.
+    """
+
+    tee: str
+    chip_id: str = ""
+    reported_tcb: str = ""
+    product: str = ""
+    fmspc: str = ""
+    ca: str = ""
+
+    def __post_init__(self) -> None:
+        unused: tuple[str, ...]
+        for name in ("chip_id", "reported_tcb", "fmspc"):
+            object.__setattr__(self, name, str(getattr(self, name)).lower())
+        if self.tee == "sev-snp":
+            _require_hex("chip_id", self.chip_id, _CHIP_ID_HEX)
+            _require_hex("reported_tcb", self.reported_tcb, _TCB_HEX)
+            if self.product not in SNP_PRODUCTS:
+                raise CollateralError(f"unknown SEV-SNP product {self.product[:16]!r}")
+            unused = (self.fmspc, self.ca)
+        elif self.tee in DCAP_TEES:
+            _require_hex("fmspc", self.fmspc, _FMSPC_HEX)
+            if self.ca not in PCK_CAS:
+                raise CollateralError(f"unknown PCK CA {self.ca[:16]!r}")
+            unused = (self.chip_id, self.reported_tcb, self.product)
+        else:
+            raise CollateralError(f"no collateral is defined for tee {self.tee[:16]!r}")
+        if any(unused):
+            raise CollateralError(f"collateral request sets keys that {self.tee} does not use")
+
+    @classmethod
+    def for_snp(cls, chip_id: bytes, reported_tcb: bytes, product: str) -> CollateralRequest:
+        """From the raw CHIP_ID and REPORTED_TCB fields of an SNP report."""
+        return cls(
+            "sev-snp", chip_id=chip_id.hex(), reported_tcb=reported_tcb.hex(), product=product
+        )
+
+    @classmethod
+    def for_dcap(cls, tee: str, fmspc: bytes, ca: str) -> CollateralRequest:
+        """From the FMSPC and issuing CA of a quote's PCK certificate."""
+        return cls(tee, fmspc=fmspc.hex(), ca=ca)
+
+    @property
+    def key(self) -> str:
+        """The entry name in collateral stores."""
+        if self.tee == "sev-snp":
+            return f"{self.chip_id}-{self.reported_tcb}"
+        return f"{self.fmspc}-{self.ca}"
+
+
+def _require_hex(name: str, value: str, length: int) -> None:
+    if len(value) != length or not _HEX.fullmatch(value):
+        raise CollateralError(f"collateral key {name} must be {length} hex characters")
+
+
+class CollateralSource(Protocol):
+    async def fetch(self, req: CollateralRequest) -> Mapping[str, bytes]:
+        """The collateral documents for ``req``, keyed as VerifyContext.collateral.
+
+        Raises:
+            CollateralError: the source has no (usable) collateral for ``req``.
+            BackendError: a backend the source depends on is unreachable.
+        """
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class EvidenceSuppliedCollateral:
+    """For guests whose evidence carries its own VCEK or PCK chain and collateral."""
+
+    async def fetch(self, req: CollateralRequest) -> Mapping[str, bytes]:
+        return {}
+
+
+# --- Checks shared by the cache and the online source ---------------------------
+
+
+def check_vcek(der: bytes) -> None:
+    """A DER certificate of sane size; the verifier checks what it says."""
+    if not 0 < len(der) <= MAX_VCEK_SIZE:
+        raise CollateralError(f"VCEK of {len(der)} bytes is out of range")
+    with warnings.catch_warnings():
+        # AMD issues VCEKs with serial number 0, which cryptography warns about.
+        warnings.simplefilter("ignore")
+        try:
+            x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            raise CollateralError("VCEK is not a DER certificate") from exc
+
+
+def check_dcap_fresh(raw: bytes, *, now: datetime) -> None:
+    """Refuses QuoteCollateralV3 JSON of which any part is past its nextUpdate.
+
+    Stale collateral is an error, never a warning: a verifier fed stale TCB
+    levels or CRLs would miss a revocation.
+    """
+    doc = Collateral.from_json(raw)
+    for what, text in (("TCB Info", doc.tcb_info), ("QE Identity", doc.qe_identity)):
+        next_update = parse_time(_json_field(text, "nextUpdate", what), what)
+        if now > next_update:
+            raise CollateralError(f"{what} is stale: nextUpdate {next_update.isoformat()}")
+    for what, der in (("root CA CRL", doc.root_ca_crl), ("PCK CRL", doc.pck_crl)):
+        try:
+            crl_next = x509.load_der_x509_crl(der).next_update_utc
+        except ValueError as exc:
+            raise CollateralError(f"{what} is not DER") from exc
+        if crl_next is None or now > crl_next:
+            raise CollateralError(f"{what} is stale or has no nextUpdate")
+
+
+def _json_field(text: str, name: str, what: str) -> object:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CollateralError(f"{what} is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise CollateralError(f"{what} is not a JSON object")
+    return doc.get(name)
+
+
+# --- The file cache ---------------------------------------------------------------
+
+
+class CachedCollateral:
+    """Collateral files under ``directory``, filled from ``upstream`` on a miss.
+
+    SEV-SNP VCEKs do not age: a VCEK names one chip at one TCB and the
+    verifier checks its validity period. DCAP collateral older than
+    ``max_age`` (by file time) or past a nextUpdate is stale: it is fetched
+    again when ``upstream`` is set, and otherwise refused. Answers from
+    ``upstream`` are checked the same way before they are written, atomically
+    (temporary file, fsync, rename), so a reader never sees half a file.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_age: timedelta,
+        upstream: CollateralSource | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._dir = Path(directory)
+        self._max_age = max_age
+        self._upstream = upstream
+        self._clock: Clock = clock or SystemClock()
+
+    async def fetch(self, req: CollateralRequest) -> Mapping[str, bytes]:
+        path, name = self._entry(req)
+        now = self._clock.now()
+        try:
+            cached = await asyncio.to_thread(_read_entry, path, now)
+        except FileNotFoundError:
+            cached = None
+        except OSError as exc:
+            raise BackendError(
+                f"cannot read collateral cache entry {req.key}: {exc.strerror}"
+            ) from None
+        if cached is not None:
+            data, age = cached
+            try:
+                self._check(req, data, now=now, age=age)
+            except CollateralError:
+                if self._upstream is None:
+                    raise
+            else:
+                return {name: data}
+        if self._upstream is None:
+            raise CollateralError(f"no cached {req.tee} collateral for {req.key}")
+        return {name: await self._refresh(self._upstream, req, path, name, now)}
+
+    async def _refresh(
+        self, upstream: CollateralSource, req: CollateralRequest, path: Path, name: str, now: datetime
+    ) -> bytes:
+        answer = await upstream.fetch(req)
+        data = answer.get(name)
+        if data is None:
+            raise CollateralError(f"upstream has no {name!r} collateral for {req.key}")
+        self._check(req, data, now=now, age=timedelta(0))
+        try:
+            await asyncio.to_thread(write_atomic, path, data, now)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot write collateral cache entry {req.key}: {exc.strerror}", retryable=False
+            ) from None
+        return data
+
+    def _entry(self, req: CollateralRequest) -> tuple[Path, str]:
+        if req.tee == "sev-snp":
+            path, name = self._dir / "sev-snp" / req.product / f"{req.key}.der", "vcek"
+        else:
+            path, name = self._dir / "dcap" / req.tee / f"{req.key}.json", "dcap"
+        # Belt and braces: CollateralRequest already admits only hex keys.
+        if not path.resolve().is_relative_to(self._dir.resolve()):
+            raise CollateralError("collateral cache entry escapes the cache directory")
+        return path, name
+
+    def _check(self, req: CollateralRequest, data: bytes, *, now: datetime, age: timedelta) -> None:
+        if req.tee == "sev-snp":
+            check_vcek(data)
+            return
+        if age > self._max_age:
+            raise CollateralError(
+                f"cached {req.tee} collateral for {req.key} is older than max_age"
+            )
+        check_dcap_fresh(data, now=now)
+
+
+def _read_entry(path: Path, now: datetime) -> tuple[bytes, timedelta]:
+    with path.open("rb") as f:
+        stat = os.fstat(f.fileno())
+        if stat.st_size > MAX_COLLATERAL_SIZE:
+            raise CollateralError(f"collateral cache entry {path.name} is too large")
+        data = f.read(MAX_COLLATERAL_SIZE + 1)
+    modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+    return data, now - modified
+
+
+def write_atomic(path: Path, data: bytes, mtime: datetime) -> None:
+    """Writes ``data`` to ``path`` via a temporary file and rename; on any
+    failure the temporary file is removed and ``path`` is left as it was.
+    The file time is set to ``mtime`` so that ages follow the injected clock."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        stamp = mtime.timestamp()
+        os.utime(tmp, (stamp, stamp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
