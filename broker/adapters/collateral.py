@@ -249,7 +249,12 @@ class CachedCollateral:
         return {name: await self._refresh(self._upstream, req, path, name, now)}
 
     async def _refresh(
-        self, upstream: CollateralSource, req: CollateralRequest, path: Path, name: str, now: datetime
+        self,
+        upstream: CollateralSource,
+        req: CollateralRequest,
+        path: Path,
+        name: str,
+        now: datetime,
     ) -> bytes:
         answer = await upstream.fetch(req)
         data = answer.get(name)

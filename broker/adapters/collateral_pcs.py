@@ -34,36 +34,38 @@ class PCSResponse:
     body: bytes
 
 
+def _skip(text: str, pos: int) -> int:
+    match = _WHITESPACE.match(text, pos)
+    return pos if match is None else match.end()
+
+
 def raw_members(text: str) -> dict[str, str]:
     """The top-level members of a JSON object as their exact source text.
 
     Raises:
         CollateralError: ``text`` is not one JSON object, or repeats a member.
     """
+    members: dict[str, str] = {}
+    pos = _skip(text, 0)
+    if text[pos : pos + 1] != "{":
+        raise CollateralError("PCS answer is not a JSON object")
+    pos = _skip(text, pos + 1)
     try:
-        pos = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
-        if text[pos : pos + 1] != "{":
-            raise CollateralError("PCS answer is not a JSON object")
-        members: dict[str, str] = {}
-        pos = _WHITESPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
-        if text[pos : pos + 1] == "}":
-            return members
-        while True:
+        while text[pos : pos + 1] != "}":
+            if members:
+                if text[pos : pos + 1] != ",":
+                    raise CollateralError("PCS answer has a malformed member list")
+                pos = _skip(text, pos + 1)
             key, pos = _DECODER.raw_decode(text, pos)
-            pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
+            pos = _skip(text, pos)
             if not isinstance(key, str) or text[pos : pos + 1] != ":":
                 raise CollateralError("PCS answer has a malformed member")
-            start = _WHITESPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+            start = _skip(text, pos + 1)
             _, end = _DECODER.raw_decode(text, start)
             if key in members:
                 raise CollateralError(f"PCS answer repeats member {key[:32]!r}")
             members[key] = text[start:end]
-            pos = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
-            if text[pos : pos + 1] == "}":
-                break
-            if text[pos : pos + 1] != ",":
-                raise CollateralError("PCS answer has a malformed member list")
-            pos = _WHITESPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+            pos = _skip(text, end)
     except (ValueError, RecursionError) as exc:
         raise CollateralError("PCS answer is not JSON") from exc
     if text[pos + 1 :].strip(" \t\n\r"):

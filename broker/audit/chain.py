@@ -1,5 +1,7 @@
 """Offline verification of an audit chain (the procedure in ``docs/audit-format.md``).
 
+Steps (1)-(7) in the comments are the numbered steps of that document.
+
 Usage::
 
     with open("audit.jsonl", "rb") as f:
@@ -89,7 +91,7 @@ def verify_chain(
         if require_genesis or expected_head is not None:
             raise AuditChainBroken(0, "the chain holds no records")
         return ChainReport(count=0, head_hash=GENESIS_HASH)
-    # (6) Head: compared only at the end, so truncation is reported after the
+    # (7) Head: compared only at the end, so truncation is reported after the
     #     records themselves were shown to be intact.
     if expected_head is not None and prev.hash != expected_head.lower():
         raise AuditChainBroken(
@@ -107,13 +109,13 @@ def verify_chain(
 def _verify_one(
     index: int, data: object, prev: AuditRecord | None, *, require_genesis: bool
 ) -> AuditRecord:
-    # (1) Shape: every field of format v1, right types, nothing extra.
+    # (2) Shape: every field of format v1, right types, nothing extra.
     if not isinstance(data, Mapping):
         raise AuditChainBroken(index, "malformed record: not a JSON object")
     stored = data.get("hash")
     if not isinstance(stored, str):
         raise AuditChainBroken(index, "malformed record: missing field 'hash'")
-    # (2) Self-hash: recomputing SHA-256 over the canonical bytes must give the
+    # (3) Self-hash: recomputing SHA-256 over the canonical bytes must give the
     #     stored hash; any edit to any field breaks this (from_dict checks it).
     try:
         record = AuditRecord.from_dict(data)
@@ -122,14 +124,14 @@ def _verify_one(
     except AuditRecordInvalid as exc:
         raise AuditChainBroken(index, f"malformed record: {exc.message}") from None
     if prev is None:
-        # (3) Start: seq 0 links to the genesis hash (from_dict enforced it);
+        # (4) Start: seq 0 links to the genesis hash (from_dict enforced it);
         #     a window may start later, but not when a full chain is required.
         if require_genesis and record.seq != 0:
             raise AuditChainBroken(
                 index, f"chain starts at seq {record.seq}, expected 0 (records missing before it)"
             )
         return record
-    # (4) Sequence: consecutive numbers; a gap, repeat or step back means a
+    # (5) Sequence: consecutive numbers; a gap, repeat or step back means a
     #     record was deleted, inserted or moved.
     if record.seq != prev.seq + 1:
         raise AuditChainBroken(
@@ -137,7 +139,7 @@ def _verify_one(
             f"sequence break: expected seq {prev.seq + 1}, found {record.seq} "
             "(record deleted, inserted or reordered)",
         )
-    # (5) Link: prev_hash names the hash of the record before it.
+    # (6) Link: prev_hash names the hash of the record before it.
     if record.prev_hash != prev.hash:
         raise AuditChainBroken(
             index,
@@ -162,6 +164,7 @@ def parse_jsonl(lines: Iterable[bytes]) -> Iterator[Mapping[str, Any]]:
         AuditChainBroken: naming the first malformed line's record index.
     """
     for index, raw in enumerate(lines):
+        # (1) Line: newline-terminated, UTF-8, one JSON object, in RFC 8785 form.
         if not raw.endswith(b"\n"):
             raise AuditChainBroken(
                 index, "malformed line: not terminated by a newline (truncated?)"

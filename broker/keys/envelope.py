@@ -8,7 +8,7 @@ Layout (RFC 7516 section 7.2.2, flattened syntax)::
      "iv": ..., "tag": ...,             # JOSE algs only (A256GCM)
      "ciphertext": ...}                 # always
 
-See docs/wrapping.md for the per-algorithm rules.
+See docs/protocol.md ("Key wrapping") for the per-algorithm rules.
 """
 
 from __future__ import annotations
