@@ -59,6 +59,8 @@ class KeySettings:
     max_secret_bytes: int = 64 * 1024
     # Empty: every algorithm the broker implements.
     allowed_wrap_algs: tuple[str, ...] = ()
+    # How often the scheduler looks for keys past their rotate_every period.
+    rotation_check_seconds: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,7 @@ def validate(settings: Settings) -> None:
         ("kbs.token_ttl_seconds", settings.kbs.token_ttl_seconds),
         ("evidence.max_evidence_bytes", settings.evidence.max_evidence_bytes),
         ("keys.max_secret_bytes", settings.keys.max_secret_bytes),
+        ("keys.rotation_check_seconds", settings.keys.rotation_check_seconds),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")

@@ -26,6 +26,8 @@ audit records) and the HTTP ``status`` the API answers with::
     ├── NonceExpired                 401 the challenge is older than its lifetime
     ├── ReleaseDenied                403 the policy said no (.reasons)
     ├── ResourceNotFound             404
+    ├── KeyVersionNotReleasable      403 retired, or below the resource's min_release_version
+    ├── KeyVersionDestroyed          410 the version's material was erased
     ├── Conflict                     409 admin write that clashes with state
     ├── PolicyError                  500 a policy document is invalid (.path, .line)
     ├── KeyManagementError           500
@@ -157,6 +159,16 @@ class ReleaseDenied(BrokerError):
 class ResourceNotFound(BrokerError):
     code = "ResourceNotFound"
     status = 404
+
+
+class KeyVersionNotReleasable(BrokerError):
+    code = "KeyVersionNotReleasable"
+    status = 403
+
+
+class KeyVersionDestroyed(BrokerError):
+    code = "KeyVersionDestroyed"
+    status = 410
 
 
 class Conflict(BrokerError):

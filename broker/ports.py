@@ -9,17 +9,33 @@ from typing import Any, Protocol
 
 from broker.keys.material import SecretBytes
 
+# Version states: released only while "active"; "destroyed" has no material left.
+ACTIVE, RETIRED, DESTROYED = "active", "retired", "destroyed"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: int
+    state: str
+    created_at: datetime
+    created_by: str
+
 
 @dataclass(frozen=True, slots=True)
 class ResourceInfo:
     """Metadata of a stored resource (never its value)."""
 
     id: str
-    kind: str  # "data-key" | "secret"
+    kind: str  # "data-key" | "secret" | "vault-kv"
     current_version: int
+    min_release_version: int
+    rotate_every: int | None  # seconds; None: no scheduled rotation
+    last_rotated_at: datetime
     created_at: datetime
     created_by: str
     size: int
+    # For "vault-kv": where the value lives ("path#field" or "path#field@version").
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +58,69 @@ class Session:
 
 class KeyStore(Protocol):
     async def create(
-        self, resource: str, *, kind: str, sealed: bytes, size: int, actor: str, now: datetime
+        self,
+        resource: str,
+        *,
+        kind: str,
+        sealed: bytes,
+        size: int,
+        actor: str,
+        now: datetime,
+        rotate_every: int | None = None,
+        source: str = "",
     ) -> ResourceInfo: ...
 
-    async def get_current(self, resource: str) -> StoredValue: ...
+    async def get_version(self, resource: str, version: int | None) -> StoredValue:
+        """``None`` is the current version. Raises ResourceNotFound,
+        KeyVersionNotReleasable or KeyVersionDestroyed."""
+        ...
+
+    async def add_version(
+        self,
+        resource: str,
+        *,
+        version: int,
+        sealed: bytes,
+        size: int,
+        actor: str,
+        now: datetime,
+        expected_rotated_at: datetime | None = None,
+    ) -> ResourceInfo:
+        """Adds ``version`` (= current + 1) and makes it current. Raises Conflict if
+        another writer rotated first (or, with ``expected_rotated_at``, if the
+        resource was rotated since that time)."""
+        ...
 
     async def info(self, resource: str) -> ResourceInfo: ...
 
+    async def versions(self, resource: str) -> Sequence[VersionInfo]: ...
+
     async def list(self) -> Sequence[ResourceInfo]: ...
 
+    async def update_settings(
+        self,
+        resource: str,
+        *,
+        min_release_version: int | None = None,
+        rotate_every: int | None = None,
+        clear_rotate_every: bool = False,
+    ) -> ResourceInfo: ...
+
+    async def set_version_state(self, resource: str, version: int, state: str) -> None: ...
+
+    async def destroy_version(self, resource: str, version: int) -> None:
+        """Erases the material of one version (irreversible)."""
+        ...
+
+    async def due(self, now: datetime) -> Sequence[ResourceInfo]: ...
+
     async def delete(self, resource: str) -> None: ...
+
+    async def all_sealed(self) -> Sequence[tuple[str, int, bytes]]: ...
+
+    async def replace_sealed(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
+        """Replaces the sealed bytes of many versions in one transaction."""
+        ...
 
     async def check_writable(self) -> None: ...
 

@@ -20,7 +20,9 @@ from broker.adapters.datadir import (
 )
 from broker.adapters.local_kek import LocalKEK
 from broker.adapters.sqlite_audit import SQLiteAuditLog
-from broker.adapters.sqlite_store import SQLiteStore
+from broker.adapters.sqlite_db import SQLiteDB
+from broker.adapters.sqlite_keys import SQLiteKeyStore
+from broker.adapters.sqlite_sessions import SQLiteSessionStore
 from broker.config import Settings
 from broker.errors import ConfigError
 from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
@@ -30,8 +32,10 @@ from broker.service.admin import AdminAuth, AdminService
 from broker.service.attest import AttestLimits, AttestService
 from broker.service.challenge import ChallengeService
 from broker.service.context import SystemClock
+from broker.service.keys import KeyLifecycle
 from broker.service.policies import PolicyHolder
 from broker.service.release import ReleaseService
+from broker.service.rotation import RotationScheduler
 from broker.tokens import TokenKey
 
 
@@ -39,7 +43,9 @@ from broker.tokens import TokenKey
 class Services:
     settings: Settings
     clock: Clock
-    store: SQLiteStore
+    db: SQLiteDB
+    store: SQLiteKeyStore
+    sessions: SQLiteSessionStore
     audit: SQLiteAuditLog
     policies: PolicyHolder
     token_key: TokenKey
@@ -47,12 +53,14 @@ class Services:
     challenge: ChallengeService
     attest: AttestService
     release: ReleaseService
+    keys: KeyLifecycle
+    rotation: RotationScheduler
     admin: AdminService
     admin_auth: AdminAuth
 
     async def close(self) -> None:
         await self.audit.close()
-        await self.store.close()
+        await self.db.close()
 
 
 def _admin_tokens(settings: Settings, data: Path) -> dict[str, str]:
@@ -95,32 +103,36 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         else pinned_anchors()
     )
     policies = PolicyHolder(Path(settings.policy.dir), now=clock.now())
-    store = SQLiteStore(data / "broker.db")
-    await store.open()
+    db = SQLiteDB(data / "broker.db")
+    await db.open()
     audit = SQLiteAuditLog(data / "audit.db")
     try:
         await audit.start()
     except BaseException:
-        await store.close()
+        await db.close()
         raise
+    store, sessions = SQLiteKeyStore(db), SQLiteSessionStore(db)
     kek = LocalKEK(root_key)
+    keys = KeyLifecycle(store, kek, audit, clock, max_secret_bytes=settings.keys.max_secret_bytes)
     return Services(
         settings=settings,
         clock=clock,
+        db=db,
         store=store,
+        sessions=sessions,
         audit=audit,
         policies=policies,
         token_key=token_key,
         anchors=anchors,
         challenge=ChallengeService(
-            store,
+            sessions,
             audit,
             clock,
             enabled_tees=frozenset(settings.kbs.enabled_tees),
             nonce_ttl=settings.kbs.nonce_ttl_seconds,
         ),
         attest=AttestService(
-            store,
+            sessions,
             audit,
             clock,
             policies,
@@ -135,8 +147,8 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
             ),
         ),
         release=ReleaseService(store, kek, audit, clock, policies, allowed_wrap_algs=allowed),
-        admin=AdminService(
-            store, kek, audit, clock, policies, max_secret_bytes=settings.keys.max_secret_bytes
-        ),
+        keys=keys,
+        rotation=RotationScheduler(keys, clock, interval=settings.keys.rotation_check_seconds),
+        admin=AdminService(audit, clock, policies),
         admin_auth=AdminAuth(tokens),
     )

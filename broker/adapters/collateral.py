@@ -49,6 +49,7 @@ __all__ = [
     "SystemClock",
     "check_dcap_fresh",
     "check_vcek",
+    "write_atomic",
 ]
 
 SNP_PRODUCTS = frozenset({"Milan", "Genoa", "Turin"})
@@ -291,10 +292,9 @@ class CachedCollateral:
 
 
 def _read_entry(path: Path, now: datetime) -> tuple[bytes, timedelta]:
+    # One byte past the limit is enough for the size checks in _check to refuse it.
     with path.open("rb") as f:
         stat = os.fstat(f.fileno())
-        if stat.st_size > MAX_COLLATERAL_SIZE:
-            raise CollateralError(f"collateral cache entry {path.name} is too large")
         data = f.read(MAX_COLLATERAL_SIZE + 1)
     modified = datetime.fromtimestamp(stat.st_mtime, UTC)
     return data, now - modified

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -13,7 +15,7 @@ from broker.api.keys import REQUEST_ID, SERVICES, SETTINGS
 from broker.api.middleware import client_address, read_body
 from broker.audit.export import csv_header, csv_row, jsonl_line, parse_bound
 from broker.errors import MalformedRequest
-from broker.ports import ResourceInfo
+from broker.ports import ResourceInfo, VersionInfo
 from broker.service.admin import AdminAuth
 from broker.service.context import RequestContext
 from broker.wire import admin as wire
@@ -31,14 +33,28 @@ def _principal_ctx(request: web.Request, permission: str) -> RequestContext:
     )
 
 
-def _info(info: ResourceInfo) -> wire.KeyInfo:
+def _info(info: ResourceInfo, versions: Sequence[VersionInfo] | None = None) -> wire.KeyInfo:
     return wire.KeyInfo(
         id=info.id,
         kind=info.kind,
         current_version=info.current_version,
+        min_release_version=info.min_release_version,
+        rotate_every=info.rotate_every,
+        last_rotated_at=info.last_rotated_at.isoformat(),
         created_at=info.created_at.isoformat(),
         created_by=info.created_by,
         size=info.size,
+        versions=None
+        if versions is None
+        else [
+            wire.VersionInfo(
+                version=v.version,
+                state=v.state,
+                created_at=v.created_at.isoformat(),
+                created_by=v.created_by,
+            )
+            for v in versions
+        ],
     )
 
 
@@ -48,46 +64,112 @@ def _json(payload: object, status: int = 200) -> web.Response:
     )
 
 
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequest("value must be standard base64") from None
+
+
+async def _body(request: web.Request, kind: type[msgspec.Struct]) -> Any:
+    body = await read_body(request, request.app[SETTINGS].server.max_request_bytes)
+    return decode(body or b"{}", kind)
+
+
+def _resource(request: web.Request) -> str:
+    m = request.match_info
+    return f"{m['repo']}/{m['type']}/{m['tag']}"
+
+
+def _version(request: web.Request) -> int:
+    try:
+        return int(request.match_info["version"])
+    except ValueError:
+        raise MalformedRequest("version must be an integer") from None
+
+
+_KEY = "/v1/keys/{repo}/{type}/{tag}"
+
+
 @routes.post("/v1/keys")
 async def create_key(request: web.Request) -> web.Response:
     ctx = _principal_ctx(request, "keys.write")
-    body = await read_body(request, request.app[SETTINGS].server.max_request_bytes)
-    req: wire.CreateKey = decode(body, wire.CreateKey)
-    info = await request.app[SERVICES].admin.create_key(req.id, ctx)
+    req: wire.CreateKey = await _body(request, wire.CreateKey)
+    info = await request.app[SERVICES].keys.create_key(req.id, ctx, rotate_every=req.rotate_every)
     return _json(_info(info), 201)
 
 
 @routes.post("/v1/secrets")
 async def put_secret(request: web.Request) -> web.Response:
     ctx = _principal_ctx(request, "keys.write")
-    body = await read_body(request, request.app[SETTINGS].server.max_request_bytes)
-    req: wire.PutSecret = decode(body, wire.PutSecret)
-    try:
-        value = base64.b64decode(req.value, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedRequest("value must be standard base64") from None
-    info = await request.app[SERVICES].admin.put_secret(req.id, value, ctx)
+    req: wire.PutSecret = await _body(request, wire.PutSecret)
+    info = await request.app[SERVICES].keys.put_secret(req.id, _b64(req.value), ctx)
     return _json(_info(info), 201)
 
 
 @routes.get("/v1/keys")
 async def list_keys(request: web.Request) -> web.Response:
     _principal_ctx(request, "keys.read")
-    infos = await request.app[SERVICES].admin.list_keys()
+    keys = request.app[SERVICES].keys
+    due = request.query.get("due", "") in {"1", "true", "yes"}
+    infos = await (keys.due() if due else keys.list())
     return _json([_info(i) for i in infos])
 
 
-@routes.get("/v1/keys/{id:.+}")
+@routes.get(_KEY)
 async def show_key(request: web.Request) -> web.Response:
     _principal_ctx(request, "keys.read")
-    info = await request.app[SERVICES].admin.show_key(request.match_info["id"])
+    details = await request.app[SERVICES].keys.details(_resource(request))
+    return _json(_info(details.info, details.versions))
+
+
+@routes.patch(_KEY)
+async def configure_key(request: web.Request) -> web.Response:
+    ctx = _principal_ctx(request, "keys.write")
+    req: wire.KeySettings = await _body(request, wire.KeySettings)
+    info = await request.app[SERVICES].keys.configure(
+        _resource(request),
+        ctx,
+        min_release_version=req.min_release_version,
+        rotate_every=req.rotate_every,
+    )
     return _json(_info(info))
 
 
-@routes.delete("/v1/keys/{id:.+}")
+@routes.post(_KEY + "/rotate")
+async def rotate_key(request: web.Request) -> web.Response:
+    ctx = _principal_ctx(request, "keys.write")
+    req: wire.RotateKey = await _body(request, wire.RotateKey)
+    value = None if req.value is None else _b64(req.value)
+    info = await request.app[SERVICES].keys.rotate(_resource(request), ctx, value=value)
+    return _json(_info(info))
+
+
+@routes.post(_KEY + "/versions/{version}/retire")
+async def retire_version(request: web.Request) -> web.Response:
+    ctx = _principal_ctx(request, "keys.write")
+    await request.app[SERVICES].keys.retire(_resource(request), _version(request), ctx)
+    return web.Response(status=204)
+
+
+@routes.post(_KEY + "/versions/{version}/restore")
+async def restore_version(request: web.Request) -> web.Response:
+    ctx = _principal_ctx(request, "keys.write")
+    await request.app[SERVICES].keys.restore(_resource(request), _version(request), ctx)
+    return web.Response(status=204)
+
+
+@routes.post(_KEY + "/versions/{version}/destroy")
+async def destroy_version(request: web.Request) -> web.Response:
+    ctx = _principal_ctx(request, "keys.write")
+    await request.app[SERVICES].keys.destroy(_resource(request), _version(request), ctx)
+    return web.Response(status=204)
+
+
+@routes.delete(_KEY)
 async def delete_key(request: web.Request) -> web.Response:
     ctx = _principal_ctx(request, "keys.write")
-    await request.app[SERVICES].admin.delete_key(request.match_info["id"], ctx)
+    await request.app[SERVICES].keys.delete(_resource(request), ctx)
     return web.Response(status=204)
 
 

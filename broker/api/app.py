@@ -42,13 +42,18 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = services is None
         app[SERVICES] = services or await open_services(settings, clock=clock)
-        purger = asyncio.create_task(_purge_sessions(app[SERVICES]))
+        background = [
+            asyncio.create_task(_purge_sessions(app[SERVICES])),
+            asyncio.create_task(app[SERVICES].rotation.run_forever()),
+        ]
         try:
             yield
         finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned:
                 await app[SERVICES].close()
 
@@ -61,7 +66,7 @@ async def _purge_sessions(services: Services) -> None:
     while True:
         await asyncio.sleep(_SESSION_PURGE_SECONDS)
         try:
-            await services.store.purge_sessions(services.clock.now().timestamp() - keep)
+            await services.sessions.purge_sessions(services.clock.now().timestamp() - keep)
         except Exception:  # noqa: BLE001 - housekeeping must not kill the server
             log.warning("session.purge_failed")
 

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from broker.api.keys import METRICS, REQUEST_ID, SERVICES, SETTINGS
 from broker.api.middleware import client_address, read_body
-from broker.errors import BrokerError, SessionMissing, TokenInvalid
+from broker.errors import BrokerError, MalformedRequest, SessionMissing, TokenInvalid
 from broker.service.attest import AttestInput
 from broker.service.context import RequestContext
 from broker.tokens import TokenClaims, verify
@@ -61,7 +61,7 @@ async def attest(request: web.Request) -> web.Response:
     session_id = request.cookies.get(SESSION_COOKIE)
     tee = "unknown"
     if session_id:
-        session = await services.store.get_session(session_id)
+        session = await services.sessions.get_session(session_id)
         tee = session.tee if session else tee
     try:
         token = await services.attest.attest(
@@ -93,11 +93,20 @@ async def _token_for(request: web.Request) -> TokenClaims:
         session_id = request.cookies.get(SESSION_COOKIE)
         if not session_id:
             raise SessionMissing("no kbs-session-id cookie or bearer token: attest first")
-        session = await services.store.get_session(session_id)
+        session = await services.sessions.get_session(session_id)
         if session is None or session.token is None:
             raise SessionMissing("session has no attestation result: attest first")
         token = session.token
     return verify(services.token_key, token, issuer=settings.kbs.issuer, now=services.clock.now())
+
+
+def _version_param(request: web.Request) -> int | None:
+    raw = request.query.get("version")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 1 << 31:
+        raise MalformedRequest("version must be a positive integer")
+    return int(raw)
 
 
 @routes.get("/kbs/v0/resource/{path:.*}")
@@ -105,8 +114,11 @@ async def resource(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     metrics = request.app[METRICS]
     token = await _token_for(request)
+    version = _version_param(request)
     try:
-        release = await services.release.release(token, request.match_info["path"], _ctx(request))
+        release = await services.release.release(
+            token, request.match_info["path"], _ctx(request), version=version
+        )
     except BrokerError as exc:
         metrics.releases.labels(tee=token.tee, outcome=exc.code).inc()
         raise

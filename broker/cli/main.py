@@ -7,6 +7,7 @@ import click
 from broker import __version__
 from broker.cli.audit import audit
 from broker.cli.client import client
+from broker.cli.evidence import evidence
 from broker.cli.keys import keys
 from broker.cli.policy import policy
 from broker.cli.serve import serve
@@ -23,6 +24,7 @@ cli.add_command(keys)
 cli.add_command(policy)
 cli.add_command(audit)
 cli.add_command(client)
+cli.add_command(evidence)
 
 
 def main() -> None:

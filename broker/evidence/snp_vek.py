@@ -60,6 +60,7 @@ def _extension(vek: x509.Certificate, oid: x509.ObjectIdentifier, what: str) -> 
 
 
 def spl(vek: x509.Certificate, name: str) -> int:
+    """The certified SPL of one TCB component; CollateralError if absent or malformed."""
     raw = _extension(vek, _OID_SPL[name], f"{name} SPL")
     if raw is None:
         raise CollateralError(f"VEK lacks the {name} SPL extension")
@@ -70,6 +71,7 @@ def spl(vek: x509.Certificate, name: str) -> int:
 
 
 def product_name(vek: x509.Certificate) -> str:
+    """The ``productName`` text (``Milan-B0``); CollateralError if absent or malformed."""
     raw = _extension(vek, _OID_PRODUCT_NAME, "productName")
     if raw is None:
         raise CollateralError("VEK lacks the productName extension")
@@ -80,6 +82,7 @@ def product_name(vek: x509.Certificate) -> str:
 
 
 def product_of(name: str) -> Product:
+    """The product a ``productName`` names; CollateralError for an unsupported one."""
     family = name.split("-", 1)[0]
     try:
         return Product(family)
@@ -88,6 +91,7 @@ def product_of(name: str) -> Product:
 
 
 def hwid_candidates(vek: x509.Certificate) -> list[bytes]:
+    """The values the VCEK ``hwID`` may stand for; CollateralError if it is absent."""
     raw = _extension(vek, _OID_HWID, "hwID")
     if raw is None:
         raise CollateralError("VCEK lacks the hwID extension")

@@ -1,24 +1,17 @@
-"""Admin use cases: keys and secrets, policy reload, audit export. Every action is audited."""
+"""Admin authentication and roles; policy reload. Every action is audited."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
-from broker.errors import AdminAuthError, BrokerError, Forbidden, MalformedRequest
-from broker.keys.material import SecretBytes
-from broker.ports import AuditSink, Clock, KEKService, KeyStore, ResourceInfo
+from broker.errors import AdminAuthError, Forbidden
+from broker.ports import AuditSink, Clock
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder, ReloadResult
-from broker.service.resources import parse_resource_id
-
-DATA_KEY_BYTES = 32
-_EVENT = {"data-key": "key", "secret": "secret"}
 
 # Which role may do what. Unknown permissions are refused (fail closed).
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
@@ -61,75 +54,12 @@ class AdminAuth:
 
 
 class AdminService:
-    def __init__(
-        self,
-        store: KeyStore,
-        kek: KEKService,
-        audit: AuditSink,
-        clock: Clock,
-        policies: PolicyHolder,
-        *,
-        max_secret_bytes: int,
-    ) -> None:
-        self._store = store
-        self._kek = kek
+    """Policy reload and audit reads (key lifecycle lives in service.keys)."""
+
+    def __init__(self, audit: AuditSink, clock: Clock, policies: PolicyHolder) -> None:
         self._audit = audit
         self._clock = clock
         self._policies = policies
-        self._max_secret = max_secret_bytes
-
-    async def _audited(self, name: str, ctx: RequestContext, now: datetime, resource: str) -> None:
-        await record(self._audit, event(name, ctx, now, decision="ok", resource=resource))
-
-    async def create_key(self, resource: str, ctx: RequestContext) -> ResourceInfo:
-        return await self._create(
-            resource, SecretBytes(os.urandom(DATA_KEY_BYTES)), "data-key", ctx
-        )
-
-    async def put_secret(self, resource: str, value: bytes, ctx: RequestContext) -> ResourceInfo:
-        if not value:
-            raise MalformedRequest("secret is empty")
-        if len(value) > self._max_secret:
-            raise MalformedRequest(f"secret larger than {self._max_secret} bytes")
-        return await self._create(resource, SecretBytes(value), "secret", ctx)
-
-    async def _create(
-        self, resource: str, value: SecretBytes, kind: str, ctx: RequestContext
-    ) -> ResourceInfo:
-        now = self._clock.now()
-        resource = parse_resource_id(resource)
-        sealed = await self._kek.seal(value, resource=resource, version=1)
-        try:
-            info = await self._store.create(
-                resource, kind=kind, sealed=sealed, size=len(value), actor=ctx.actor, now=now
-            )
-        except BrokerError as exc:
-            await record(
-                self._audit,
-                event(
-                    f"admin.{_EVENT[kind]}_create",
-                    ctx,
-                    now,
-                    decision="error",
-                    resource=resource,
-                    error_code=exc.code,
-                ),
-            )
-            raise
-        await self._audited(f"admin.{_EVENT[kind]}_created", ctx, now, resource)
-        return info
-
-    async def list_keys(self) -> Sequence[ResourceInfo]:
-        return await self._store.list()
-
-    async def show_key(self, resource: str) -> ResourceInfo:
-        return await self._store.info(parse_resource_id(resource))
-
-    async def delete_key(self, resource: str, ctx: RequestContext) -> None:
-        now = self._clock.now()
-        resource = parse_resource_id(resource)
-        await self._store.delete(resource)
-        await self._audited("admin.resource_deleted", ctx, now, resource)
 
     async def reload_policies(self, ctx: RequestContext) -> ReloadResult:
         now = self._clock.now()
@@ -146,8 +76,3 @@ class AdminService:
             ),
         )
         return result
-
-    def audit_records(
-        self, since: datetime | None, until: datetime | None
-    ) -> AsyncIterator[object]:
-        return self._audit.iter_records(since, until)

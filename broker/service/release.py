@@ -1,8 +1,9 @@
 """KBS ``resource``: re-authorize a token against policy, wrap, audit, release.
 
-Steps: (1) the resource id is well formed; (2) the current version is read
-(absence is decided after policy, so a denied caller cannot probe which
-resources exist); (3) the live policy set decides; (4) the value is unsealed
+Steps: (1) the resource id is well formed; (2) the resource's metadata is read
+(absence, retired versions and the minimum version are decided after policy,
+so a denied caller cannot probe what exists); (3) the live policy set decides
+for the requested version (default: current); (4) the value is unsealed
 and wrapped to the token's tee-pubkey, bound to resource, version and token
 id; (5) the release is audited and durable before anything is returned.
 """
@@ -18,7 +19,7 @@ from broker.keys.jwk import thumbprint
 from broker.keys.wrap import WrapContext, algorithm_for, wrap
 from broker.policy.evaluate import evaluate
 from broker.policy.model import ReleaseRequest
-from broker.ports import AuditSink, Clock, KEKService, KeyStore, StoredValue
+from broker.ports import AuditSink, Clock, KEKService, KeyStore, ResourceInfo
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder
@@ -54,7 +55,14 @@ class ReleaseService:
         self._policies = policies
         self._allowed = allowed_wrap_algs
 
-    async def release(self, token: TokenClaims, resource_path: str, ctx: RequestContext) -> Release:
+    async def release(
+        self,
+        token: TokenClaims,
+        resource_path: str,
+        ctx: RequestContext,
+        *,
+        version: int | None = None,
+    ) -> Release:
         now = self._clock.now()
         policies = self._policies.current
         base = {
@@ -67,31 +75,36 @@ class ReleaseService:
         try:
             resource = parse_resource_id(resource_path)
             alg = algorithm_for(token.tee_pubkey, allowed=self._allowed)
-            stored: StoredValue | None
+            info: ResourceInfo | None
             try:
-                stored = await self._store.get_current(resource)
+                info = await self._store.info(resource)
             except ResourceNotFound:
-                stored = None
-            version = stored.version if stored is not None else 0
+                info = None
+            wanted = version if version is not None else (info.current_version if info else 0)
             decision = evaluate(
                 policies,
                 tee=token.tee,
                 claims=token.claims,
                 flags=token.flags,
                 request=ReleaseRequest(
-                    resource=resource, version=version, is_current=True, wrap_alg=alg
+                    resource=resource,
+                    version=wanted,
+                    is_current=info is not None and wanted == info.current_version,
+                    wrap_alg=alg,
                 ),
                 now=now,
             )
             if not decision.allow:
                 raise ReleaseDenied("policy denied the release", decision.reason_ids)
-            if stored is None:
+            if info is None:
                 raise ResourceNotFound(f"no resource {resource}")
-            plaintext = await self._kek.unseal(stored.sealed, resource=resource, version=version)
+            # Absence, retirement and the minimum version are decided after policy.
+            stored = await self._store.get_version(resource, wanted)
+            plaintext = await self._kek.unseal(stored.sealed, resource=resource, version=wanted)
             wrapped = wrap(
                 token.tee_pubkey,
                 plaintext.reveal(),
-                context=WrapContext(resource=resource, version=version, jti=token.jti),
+                context=WrapContext(resource=resource, version=wanted, jti=token.jti),
                 allowed=self._allowed,
             )
         except BrokerError as exc:
@@ -105,9 +118,10 @@ class ReleaseService:
                     decision="deny",
                     claims={"claims": dict(token.claims), "flags": dict(token.flags)},
                     reasons=reasons,
+                    version=version,
                     error_code=exc.code,
                     detail=f"token {token.jti}",
-                    **base,  # type: ignore[arg-type]
+                    **base,
                 ),
             )
             raise
@@ -120,12 +134,12 @@ class ReleaseService:
                 now,
                 decision="allow",
                 claims={"claims": dict(token.claims), "flags": dict(token.flags)},
-                version=version,
+                version=wanted,
                 wrap_alg=wrapped.alg,
                 reasons=(decision.matched_rule or "",),
                 detail=f"token {token.jti}",
                 **base,
             ),
         )
-        log.info("key.released", resource=resource, version=version, alg=wrapped.alg)
-        return Release(resource, version, wrapped.alg, wrapped.envelope)
+        log.info("key.released", resource=resource, version=wanted, alg=wrapped.alg)
+        return Release(resource, wanted, wrapped.alg, wrapped.envelope)

@@ -7,6 +7,19 @@ import msgspec
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
     id: str
+    # e.g. "30d": rotate on schedule.
+    rotate_every: str | None = None
+
+
+class KeySettings(msgspec.Struct, forbid_unknown_fields=True):
+    min_release_version: int | None = None
+    # "30d", "12h"...; "never" turns scheduled rotation off.
+    rotate_every: str | None = None
+
+
+class RotateKey(msgspec.Struct, forbid_unknown_fields=True):
+    # For secrets only: the new value, standard base64.
+    value: str | None = None
 
 
 class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
@@ -15,13 +28,24 @@ class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
     value: str
 
 
-class KeyInfo(msgspec.Struct):
+class VersionInfo(msgspec.Struct):
+    version: int
+    state: str
+    created_at: str
+    created_by: str
+
+
+class KeyInfo(msgspec.Struct, omit_defaults=True):
     id: str
     kind: str
     current_version: int
+    min_release_version: int
+    rotate_every: int | None
+    last_rotated_at: str
     created_at: str
     created_by: str
     size: int
+    versions: list[VersionInfo] | None = None
 
 
 class PolicyFile(msgspec.Struct):

@@ -1,0 +1,192 @@
+"""A broker to benchmark: ``broker serve --dev`` as a child process, or in this process.
+
+Both bind 127.0.0.1 on a port of their own, keep every file in a temporary
+data dir, and load one policy that lets the sample TEE fetch ``bench/*/*``.
+The child process is preferred: its CPU time can be read from
+``/proc/<pid>/stat`` apart from the load generator's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from bench.common import REPO_ROOT
+
+HOST = "127.0.0.1"
+BENCH_POLICY = textwrap.dedent(
+    """\
+    version: 1
+    name: bench-sample
+    description: Benchmark only. Sample (software) TEE guests may fetch bench/*/* keys.
+    resources: ["bench/*/*"]
+    rules:
+      - name: sample-guests
+        tee: sample
+        when:
+          - claims.svn >= 1
+    """
+)
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class Server(Protocol):
+    url: str
+    admin_token: str
+    # What cpu_seconds() measures, for the report.
+    cpu_scope: str
+
+    def cpu_seconds(self) -> float: ...
+
+    async def stop(self) -> None: ...
+
+
+def _prepare(folder: Path) -> tuple[Path, Path]:
+    policies = folder / "policies"
+    policies.mkdir()
+    (policies / "bench.yaml").write_text(BENCH_POLICY)
+    return folder / "data", policies
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_ready(url: str, alive: Callable[[], bool], deadline: float) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            if not alive() or time.monotonic() > deadline:
+                raise RuntimeError("broker did not become ready")
+            await asyncio.sleep(0.1)
+
+
+class SubprocessServer:
+    """``python -m broker.cli serve --dev`` on a free port; stopped by its PID."""
+
+    cpu_scope = "server process only (/proc/<pid>/stat utime+stime)"
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="broker-bench-")
+        folder = Path(self._tmp.name)
+        data, policies = _prepare(folder)
+        port = _free_port()
+        self.url = f"http://{HOST}:{port}"
+        self.log_path = folder / "serve.log"
+        self._log = self.log_path.open("w")
+        paths = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        command = [sys.executable, "-m", "broker.cli", "serve", "--dev", "--host", HOST]
+        command += ["--port", str(port), "--data-dir", str(data), "--policies", str(policies)]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            env=env,
+        )
+        self._data = data
+        self.admin_token = ""
+        self._ticks = os.sysconf("SC_CLK_TCK")
+
+    async def start(self) -> None:
+        try:
+            await _wait_ready(
+                self.url, lambda: self.proc.poll() is None, time.monotonic() + START_TIMEOUT
+            )
+        except RuntimeError:
+            await self.stop()
+            raise RuntimeError(f"broker did not start; log: {self.log_text()[-2000:]}") from None
+        self.admin_token = (self._data / "admin.token").read_text().strip()
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        # Fields 14 and 15 (utime, stime) count every thread of the process.
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / self._ticks
+
+    async def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait, STOP_TIMEOUT)
+        self._log.close()
+        self._tmp.cleanup()
+
+
+class InProcessServer:
+    """The aiohttp app on an AppRunner in this event loop (shares the CPU with the loader)."""
+
+    cpu_scope = "whole bench process, loader included (time.process_time)"
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="broker-bench-")
+        self._folder = Path(self._tmp.name)
+        self.url = ""
+        self.admin_token = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        from broker.api.app import create_app  # noqa: PLC0415 - only this mode needs the app
+        from broker.config import load_settings, with_dev_defaults  # noqa: PLC0415
+        from broker.logging import configure_logging  # noqa: PLC0415
+
+        configure_logging("json", "warning")
+        data, policies = _prepare(self._folder)
+        base = with_dev_defaults(load_settings(None, {}))
+        settings = replace(
+            base,
+            server=replace(base.server, host=HOST, port=1, data_dir=str(data)),
+            policy=replace(base.policy, dir=str(policies)),
+        )
+        self._runner = web.AppRunner(create_app(settings), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        self.admin_token = (data / "admin.token").read_text().strip()
+
+    def cpu_seconds(self) -> float:
+        return time.process_time()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._tmp.cleanup()
+
+
+async def start_server(mode: str) -> SubprocessServer | InProcessServer:
+    server: SubprocessServer | InProcessServer = (
+        SubprocessServer() if mode == "subprocess" else InProcessServer()
+    )
+    await server.start()
+    return server

@@ -1,0 +1,108 @@
+"""One SQLite database file for keys and sessions, opened the same way everywhere.
+
+WAL with ``synchronous=FULL`` (a created key or a consumed nonce survives a
+crash) and ``secure_delete`` (erased key material is overwritten on disk, not
+just unlinked from the b-tree). Every sqlite3 failure becomes a BackendError.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from broker.errors import BackendError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    current_version INTEGER NOT NULL,
+    min_release_version INTEGER NOT NULL DEFAULT 1,
+    rotate_every INTEGER,
+    last_rotated_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS resource_versions (
+    resource TEXT NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active',
+    sealed BLOB,
+    size INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (resource, version)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    tee TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    token TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
+"""
+
+
+class SQLiteDB:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=FULL",
+                "foreign_keys=ON",
+                "busy_timeout=5000",
+                "secure_delete=ON",
+            ):
+                await self._db.execute(f"PRAGMA {pragma}")
+            await self._db.executescript(_SCHEMA)
+            await self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            await self.close()
+            raise BackendError(f"cannot open the store at {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise BackendError("store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        db = self.conn
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+
+    async def check_writable(self) -> None:
+        try:
+            async with self.transaction():
+                pass
+        except sqlite3.Error as exc:
+            raise BackendError(f"store not writable: {exc}") from None
