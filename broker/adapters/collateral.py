@@ -16,6 +16,10 @@ Cache layout (hex keys in lower case)::
 
 The DCAP entries are kept per TEE because a TDX host has one FMSPC but two
 different TCB Infos (``"id": "TDX"`` and ``"id": "SGX"``) under it.
+
+``CollateralRequest`` lives in the pure core (``broker.evidence.collateral``,
+beside ``collateral_request``, which derives one from evidence); it is
+imported here for the callers of this module.
 """
 
 from __future__ import annotations
@@ -24,11 +28,9 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +38,7 @@ from typing import Protocol
 from cryptography import x509
 
 from broker.errors import BackendError, CollateralError
+from broker.evidence.collateral import DCAP_TEES, SNP_PRODUCTS, CollateralRequest
 from broker.evidence.dcap_collateral import MAX_COLLATERAL_SIZE, Collateral, parse_time
 from broker.ports import Clock
 
@@ -52,81 +55,7 @@ __all__ = [
     "write_atomic",
 ]
 
-SNP_PRODUCTS = frozenset({"Milan", "Genoa", "Turin"})
-DCAP_TEES = frozenset({"tdx", "sgx"})
-PCK_CAS = frozenset({"processor", "platform"})
 MAX_VCEK_SIZE = 16 * 1024
-
-_CHIP_ID_HEX = 128  # CHIP_ID is 64 bytes in every report version
-_TCB_HEX = 16  # TCB_VERSION is 8 bytes
-_FMSPC_HEX = 12  # FMSPC is 6 bytes
-_HEX = re.compile(r"[0-9a-f]*")
-
-
-@dataclass(frozen=True, slots=True)
-class CollateralRequest:
-    """What collateral is needed, named by values taken from the evidence.
-
-    SEV-SNP: ``chip_id`` (128 hex chars), ``reported_tcb`` (16 hex chars of
-    the raw TCB_VERSION) and ``product`` (Milan, Genoa or Turin). TDX and SGX:
-    ``fmspc`` (12 hex chars) and ``ca`` (``processor`` or ``platform``, the PCK
-    CA that issued the platform's PCK certificate). Keys become file names and
-    URL parts, so anything but exact-length hex is refused here, once.
-
-    Raises:
-        CollateralError: unknown tee, or a key that is missing or malformed.
-    """
-
-    tee: str
-    chip_id: str = ""
-    reported_tcb: str = ""
-    product: str = ""
-    fmspc: str = ""
-    ca: str = ""
-
-    def __post_init__(self) -> None:
-        unused: tuple[str, ...]
-        for name in ("chip_id", "reported_tcb", "fmspc"):
-            object.__setattr__(self, name, str(getattr(self, name)).lower())
-        if self.tee == "sev-snp":
-            _require_hex("chip_id", self.chip_id, _CHIP_ID_HEX)
-            _require_hex("reported_tcb", self.reported_tcb, _TCB_HEX)
-            if self.product not in SNP_PRODUCTS:
-                raise CollateralError(f"unknown SEV-SNP product {self.product[:16]!r}")
-            unused = (self.fmspc, self.ca)
-        elif self.tee in DCAP_TEES:
-            _require_hex("fmspc", self.fmspc, _FMSPC_HEX)
-            if self.ca not in PCK_CAS:
-                raise CollateralError(f"unknown PCK CA {self.ca[:16]!r}")
-            unused = (self.chip_id, self.reported_tcb, self.product)
-        else:
-            raise CollateralError(f"no collateral is defined for tee {self.tee[:16]!r}")
-        if any(unused):
-            raise CollateralError(f"collateral request sets keys that {self.tee} does not use")
-
-    @classmethod
-    def for_snp(cls, chip_id: bytes, reported_tcb: bytes, product: str) -> CollateralRequest:
-        """From the raw CHIP_ID and REPORTED_TCB fields of an SNP report."""
-        return cls(
-            "sev-snp", chip_id=chip_id.hex(), reported_tcb=reported_tcb.hex(), product=product
-        )
-
-    @classmethod
-    def for_dcap(cls, tee: str, fmspc: bytes, ca: str) -> CollateralRequest:
-        """From the FMSPC and issuing CA of a quote's PCK certificate."""
-        return cls(tee, fmspc=fmspc.hex(), ca=ca)
-
-    @property
-    def key(self) -> str:
-        """The entry name in collateral stores."""
-        if self.tee == "sev-snp":
-            return f"{self.chip_id}-{self.reported_tcb}"
-        return f"{self.fmspc}-{self.ca}"
-
-
-def _require_hex(name: str, value: str, length: int) -> None:
-    if len(value) != length or not _HEX.fullmatch(value):
-        raise CollateralError(f"collateral key {name} must be {length} hex characters")
 
 
 class CollateralSource(Protocol):

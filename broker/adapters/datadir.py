@@ -15,6 +15,8 @@ from broker.keys.sealing import RootKey
 from broker.tokens import TokenKey
 
 ROOT_KEY_FILE = "root.key"
+# Written before a root-key rotation re-seals anything, renamed over root.key after.
+ROOT_KEY_NEXT_FILE = "root.key.next"
 TOKEN_KEY_FILE = "token-signing-key.pem"  # noqa: S105 - a file name
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 AUDITOR_TOKEN_FILE = "auditor.token"  # noqa: S105 - a file name
@@ -55,6 +57,41 @@ def load_or_create_root_key(path: Path, *, create: bool) -> RootKey:
         return RootKey.from_bytes(raw)
     except Exception:  # noqa: BLE001 - the message must not echo key bytes
         raise ConfigError(f"root key file {path} is malformed") from None
+
+
+def load_root_keys(data: Path, *, create: bool) -> tuple[RootKey, list[RootKey]]:
+    """The current root key and, if a rotation was interrupted, the next one.
+
+    Both are kept so that every stored value opens whatever point the
+    rotation reached; the next rotation finishes the job.
+    """
+    current = load_or_create_root_key(data / ROOT_KEY_FILE, create=create)
+    nxt = data / ROOT_KEY_NEXT_FILE
+    others = [load_or_create_root_key(nxt, create=False)] if nxt.exists() else []
+    return current, others
+
+
+def write_next_root_key(data: Path) -> RootKey:
+    """Creates root.key.next (or reuses it, finishing an interrupted rotation)."""
+    path = data / ROOT_KEY_NEXT_FILE
+    if not path.exists():
+        _write_secret(path, RootKey.generate().material.reveal())
+        _fsync_dir(data)
+    return load_or_create_root_key(path, create=False)
+
+
+def promote_next_root_key(data: Path) -> None:
+    """Atomically makes root.key.next the root key."""
+    os.replace(data / ROOT_KEY_NEXT_FILE, data / ROOT_KEY_FILE)
+    _fsync_dir(data)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_or_create_token_key(path: Path) -> TokenKey:

@@ -7,6 +7,7 @@ just unlinked from the b-tree). Every sqlite3 failure becomes a BackendError.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,9 +56,18 @@ CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
 
 
 class SQLiteDB:
+    """One connection, used by one coroutine at a time.
+
+    aiosqlite runs statements of every coroutine on one connection: without
+    the lock a statement of one request would land inside another request's
+    open transaction (and be rolled back with it), and two transactions would
+    collide on BEGIN. Other processes are kept apart by SQLite's own locks.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         try:
@@ -89,16 +99,23 @@ class SQLiteDB:
         return self._db
 
     @asynccontextmanager
+    async def access(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, for single autocommit statements."""
+        async with self._lock:
+            yield self.conn
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        db = self.conn
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        await db.execute("COMMIT")
+        async with self._lock:
+            db = self.conn
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
 
     async def check_writable(self) -> None:
         try:

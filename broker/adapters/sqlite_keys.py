@@ -9,7 +9,7 @@ disk), leaving only the metadata row.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from broker.adapters.sqlite_db import SQLiteDB
@@ -49,14 +49,14 @@ class SQLiteKeyStore:
 
     async def _one(self, sql: str, args: tuple[object, ...]) -> sqlite3.Row | None:
         try:
-            async with self._db.conn.execute(sql, args) as cur:
+            async with self._db.access() as db, db.execute(sql, args) as cur:
                 return await cur.fetchone()
         except sqlite3.Error as exc:
             raise BackendError(f"key store read failed: {exc}") from None
 
     async def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
-            async with self._db.conn.execute(sql, args) as cur:
+            async with self._db.access() as db, db.execute(sql, args) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise BackendError(f"key store read failed: {exc}") from None
@@ -193,10 +193,11 @@ class SQLiteKeyStore:
         new_min = info.min_release_version if min_release_version is None else min_release_version
         new_every = None if clear_rotate_every else (rotate_every or info.rotate_every)
         try:
-            await self._db.conn.execute(
-                "UPDATE resources SET min_release_version = ?, rotate_every = ? WHERE id = ?",
-                (new_min, new_every, resource),
-            )
+            async with self._db.access() as db:
+                await db.execute(
+                    "UPDATE resources SET min_release_version = ?, rotate_every = ? WHERE id = ?",
+                    (new_min, new_every, resource),
+                )
         except sqlite3.Error as exc:
             raise BackendError(f"key store write failed: {exc}") from None
         return await self.info(resource)
@@ -213,10 +214,11 @@ class SQLiteKeyStore:
         if row["state"] == DESTROYED:
             raise KeyVersionDestroyed(f"version {version} of {resource} was destroyed")
         try:
-            await self._db.conn.execute(
-                "UPDATE resource_versions SET state = ? WHERE resource = ? AND version = ?",
-                (state, resource, version),
-            )
+            async with self._db.access() as db:
+                await db.execute(
+                    "UPDATE resource_versions SET state = ? WHERE resource = ? AND version = ?",
+                    (state, resource, version),
+                )
         except sqlite3.Error as exc:
             raise BackendError(f"key store write failed: {exc}") from None
 
@@ -268,15 +270,33 @@ class SQLiteKeyStore:
         )
         return [(r["resource"], r["version"], bytes(r["sealed"])) for r in rows]
 
-    async def replace_sealed(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
+    async def check_writable(self) -> None:
+        await self._db.check_writable()
+
+    async def reseal_all(self, reseal: Callable[[str, int, bytes], bytes]) -> int:
+        """Re-seals every stored value in ONE transaction (no writer can slip in).
+
+        ``reseal`` runs with the write lock held; plaintext never leaves memory.
+        """
         try:
             async with self._db.transaction() as db:
+                async with db.execute(
+                    "SELECT resource, version, sealed FROM resource_versions"
+                    " WHERE sealed IS NOT NULL"
+                ) as cur:
+                    rows = list(await cur.fetchall())
+                updates = [
+                    (
+                        reseal(r["resource"], r["version"], bytes(r["sealed"])),
+                        r["resource"],
+                        r["version"],
+                    )
+                    for r in rows
+                ]
                 await db.executemany(
                     "UPDATE resource_versions SET sealed = ? WHERE resource = ? AND version = ?",
-                    [(sealed, resource, version) for resource, version, sealed in rows],
+                    updates,
                 )
         except sqlite3.Error as exc:
             raise BackendError(f"key store write failed: {exc}") from None
-
-    async def check_writable(self) -> None:
-        await self._db.check_writable()
+        return len(updates)

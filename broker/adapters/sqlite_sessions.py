@@ -27,19 +27,27 @@ class SQLiteSessionStore:
 
     async def create_session(self, session: Session) -> None:
         try:
-            await self._db.conn.execute(
-                "INSERT INTO sessions (id, tee, nonce, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (session.id, session.tee, session.nonce, session.created_at, session.expires_at),
-            )
+            async with self._db.access() as db:
+                await db.execute(
+                    "INSERT INTO sessions (id, tee, nonce, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        session.id,
+                        session.tee,
+                        session.nonce,
+                        session.created_at,
+                        session.expires_at,
+                    ),
+                )
         except sqlite3.Error as exc:
             raise BackendError(f"session store write failed: {exc}") from None
 
     async def get_session(self, session_id: str) -> Session | None:
         try:
-            async with self._db.conn.execute(
-                "SELECT * FROM sessions WHERE id = ?", (session_id,)
-            ) as cur:
+            async with (
+                self._db.access() as db,
+                db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)) as cur,
+            ):
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
             raise BackendError(f"session store read failed: {exc}") from None
@@ -48,9 +56,13 @@ class SQLiteSessionStore:
     async def consume_session(self, session_id: str) -> Session:
         """Atomically marks the session's nonce used (single use across workers)."""
         try:
-            async with self._db.conn.execute(
-                "UPDATE sessions SET used = 1 WHERE id = ? AND used = 0 RETURNING *", (session_id,)
-            ) as cur:
+            async with (
+                self._db.access() as db,
+                db.execute(
+                    "UPDATE sessions SET used = 1 WHERE id = ? AND used = 0 RETURNING *",
+                    (session_id,),
+                ) as cur,
+            ):
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
             raise BackendError(f"session store write failed: {exc}") from None
@@ -62,9 +74,8 @@ class SQLiteSessionStore:
 
     async def set_session_token(self, session_id: str, token: str) -> None:
         try:
-            await self._db.conn.execute(
-                "UPDATE sessions SET token = ? WHERE id = ?", (token, session_id)
-            )
+            async with self._db.access() as db:
+                await db.execute("UPDATE sessions SET token = ? WHERE id = ?", (token, session_id))
         except sqlite3.Error as exc:
             raise BackendError(f"session store write failed: {exc}") from None
 

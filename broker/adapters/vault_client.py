@@ -169,15 +169,14 @@ def _status_of(exc: BaseException) -> int:
 
 
 def _retryable(exc: BaseException) -> bool:
+    # An untrusted certificate does not fix itself (requests files SSLError under
+    # ConnectionError, so it is excluded first).
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return True
     status = _status_of(exc)
     return status == 429 or status >= 500
-
-
-def _is_auth_failure(exc: BaseException) -> bool:
-    # Vault answers an expired or revoked token with 403 "permission denied"/"invalid token".
-    return isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized)
 
 
 class VaultClient:
@@ -226,21 +225,27 @@ class VaultClient:
 
     def _run(self, fn: Callable[[Any], _T]) -> _T:
         """One attempt, in a worker thread; logs in again once if the token was refused."""
-        self._ensure_login(force=False)
+        self._ensure_login(stale=None)
+        used = self._client.token
         try:
             return fn(self._client)
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+            # Vault answers an expired or revoked token with 403; a policy refusal looks
+            # the same, so a token-auth client (nothing to renew) re-raises at once.
             if self._settings.auth != "approle":
                 raise
-        self._ensure_login(force=True)
+        self._ensure_login(stale=used)
         return fn(self._client)
 
-    def _ensure_login(self, *, force: bool) -> None:
+    def _ensure_login(self, *, stale: str | None) -> None:
+        """Log in if the token is due, or if ``stale`` is still the current token."""
         if self._settings.auth != "approle":
             return
         with self._lock:
-            if not force and time.monotonic() < self._token_expires:
+            if stale is None and time.monotonic() < self._token_expires:
                 return
+            if stale is not None and self._client.token != stale:
+                return  # another request already replaced the refused token
             s = self._settings
             resp = self._client.auth.approle.login(
                 role_id=s.role_id,
@@ -248,7 +253,8 @@ class VaultClient:
                 use_token=True,
                 mount_point=s.approle_mount,
             )
-            ttl = float(resp["auth"].get("lease_duration") or 0)
+            auth = resp.get("auth") if isinstance(resp, dict) else None
+            ttl = float((auth or {}).get("lease_duration") or 0)
             # A zero TTL means the token does not expire (root-like); never re-login for time.
             self._token_expires = (
                 time.monotonic() + max(ttl - _RENEW_MARGIN, ttl / 2) if ttl else float("inf")
@@ -293,11 +299,13 @@ def _reason(exc: BaseException) -> str:
 def _to_backend_error(operation: str, exc: BaseException, attempts: int) -> BackendError:
     status = _status_of(exc)
     reason = _reason(exc)
+    suffix = f" (HTTP {status})" if status else ""
     if _retryable(exc):
         where = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
-        suffix = f" (HTTP {status})" if status else ""
         return BackendError(f"Vault {operation} failed{where}: {reason}{suffix}")
-    suffix = f" (HTTP {status})" if status else ""
+    if not isinstance(exc, hvac.exceptions.VaultError):
+        # Vault never answered (TLS failure): not a refusal, but retrying will not help.
+        return BackendError(f"Vault {operation} failed: {reason}", retryable=False)
     return VaultRequestError(
         f"Vault {operation} refused: {reason}{suffix}", vault_status=status, reason=reason
     )

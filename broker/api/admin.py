@@ -173,6 +173,13 @@ async def delete_key(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.post("/v1/root-key/rotate")
+async def rotate_root_key(request: web.Request) -> web.Response:
+    ctx = _principal_ctx(request, "root_key.rotate")
+    result = await request.app[SERVICES].root_key.rotate(ctx)
+    return _json({"resealed": result.resealed, "key_id": result.key_id})
+
+
 @routes.get("/v1/policies")
 async def policies(request: web.Request) -> web.Response:
     _principal_ctx(request, "policy.read")

@@ -100,7 +100,7 @@ def parse_key_id(key_id: str) -> tuple[str, bytes]:
     Raises:
         AuditKeyInvalid: not of the form ``name+8hex``.
     """
-    match = _KEY_ID_RE.fullmatch(key_id) if isinstance(key_id, str) else None
+    match = _KEY_ID_RE.fullmatch(key_id)
     if match is None:
         raise AuditKeyInvalid("key id is not '<name>+<8 lowercase hex digits>'")
     return check_key_name(match["name"]), bytes.fromhex(match["hash"])
@@ -109,7 +109,7 @@ def parse_key_id(key_id: str) -> tuple[str, bytes]:
 def signature_is_valid(
     key_id: str, public_key: Ed25519PublicKey, signature: bytes, message: bytes
 ) -> bool:
-    """True when ``public_key`` is the key ``key_id`` names and its signature over ``message`` holds.
+    """True when ``public_key`` is the key ``key_id`` names and signed ``message``.
 
     A predicate rather than a raise: checkpoints and receipts each turn a
     False into their own error type.
@@ -204,7 +204,8 @@ def parse_verifier_key(text: str) -> tuple[str, Ed25519PublicKey]:
     """
     if not isinstance(text, str):
         raise AuditKeyInvalid("verifier key must be text")
-    parts = text.strip().split("+")
+    # maxsplit: the base64 of the key may itself contain "+".
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise AuditKeyInvalid("verifier key is not '<name>+<hash>+<base64 key>'")
     name, hash_hex, blob_b64 = parts

@@ -39,6 +39,7 @@ from broker.audit.audit_key import (
     AuditKey,
     AuditKeyInvalid,
     check_key_name,
+    key_hash,
     signature_is_valid,
 )
 from broker.audit.merkle import HASH_SIZE
@@ -53,7 +54,9 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "check_origin",
+    "open_note",
     "sign_checkpoint",
+    "sign_note",
     "verify_checkpoint",
 ]
 
@@ -111,9 +114,7 @@ def check_origin(origin: object) -> str:
 
 def _body(origin: str, size: int, root: bytes, time: datetime) -> str:
     root_b64 = base64.b64encode(root).decode("ascii")
-    return (
-        f"{origin}\n{size}\n{root_b64}\nformat {CHECKPOINT_FORMAT}\ntime {format_time(time)}\n"
-    )
+    return f"{origin}\n{size}\n{root_b64}\nformat {CHECKPOINT_FORMAT}\ntime {format_time(time)}\n"
 
 
 def sign_checkpoint(
@@ -125,20 +126,32 @@ def sign_checkpoint(
         CheckpointError: a value the format cannot carry (bad origin, size, root or naive time).
     """
     check_origin(origin)
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TREE_SIZE:
-        raise CheckpointError(f"tree size must be an integer in 0..{MAX_TREE_SIZE}")
-    if not isinstance(root, bytes) or len(root) != HASH_SIZE:
-        raise CheckpointError(f"root hash must be {HASH_SIZE} bytes")
+    _check_head(size, root)
     try:
         body = _body(origin, size, root, time)
     except AuditRecordInvalid as exc:
         raise CheckpointError(f"checkpoint time: {exc.message}") from None
-    sig = base64.b64encode(key.sign(body.encode("utf-8")))
-    _, key_hash_hex = key.key_id.rsplit("+", 1)
-    blob = bytes.fromhex(key_hash_hex) + base64.b64decode(sig)
-    line = f"{_SIG_PREFIX}{key.name} {base64.b64encode(blob).decode('ascii')}\n"
-    note = body + "\n" + line
+    note = sign_note(key, body)
     return Checkpoint(origin, size, root, parse_time(format_time(time)), key.key_id, note)
+
+
+def sign_note(key: AuditKey, text: str) -> str:
+    """C2SP signed note: ``text``, a blank line and one signature line by ``key``.
+
+    Raises:
+        CheckpointError: ``text`` is empty, lacks its final newline or holds a blank line.
+    """
+    if not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
+        raise CheckpointError("note text must be non-empty lines, each ending in a newline")
+    blob = key_hash(key.name, key.public_key) + key.sign(text.encode("utf-8"))
+    return f"{text}\n{_SIG_PREFIX}{key.name} {base64.b64encode(blob).decode('ascii')}\n"
+
+
+def _check_head(size: object, root: object) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TREE_SIZE:
+        raise CheckpointError(f"tree size must be an integer in 0..{MAX_TREE_SIZE}")
+    if not isinstance(root, bytes) or len(root) != HASH_SIZE:
+        raise CheckpointError(f"root hash must be {HASH_SIZE} bytes")
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -182,6 +195,10 @@ def _parse_signature_line(index: int, line: str) -> _Signature:
         raise CheckpointError(f"{where}: {exc.message}") from None
     except (binascii.Error, ValueError):
         raise CheckpointError(f"{where}: signature is not valid base64") from None
+    # Only the canonical spelling: otherwise unused base64 bits would let one
+    # signature be written several ways.
+    if base64.b64encode(blob).decode("ascii") != blob_b64:
+        raise CheckpointError(f"{where}: signature is not canonical base64")
     if len(blob) <= KEY_HASH_SIZE:
         raise CheckpointError(f"{where}: signature is too short")
     return _Signature(f"{name}+{blob[:KEY_HASH_SIZE].hex()}", blob[KEY_HASH_SIZE:])
@@ -194,7 +211,12 @@ def _parse_body(body: str) -> tuple[str, int, bytes, datetime]:
         raise CheckpointError("checkpoint needs origin, tree size and root hash lines")
     origin, size_text, root_b64, *extensions = lines
     check_origin(origin)
-    if not size_text.isascii() or not size_text.isdigit() or size_text != str(int(size_text)):
+    if (
+        not 0 < len(size_text) <= len(str(MAX_TREE_SIZE))
+        or not size_text.isascii()
+        or not size_text.isdigit()
+        or size_text != str(int(size_text))
+    ):
         raise CheckpointError("tree size is not a decimal number without leading zeros")
     size = int(size_text)
     if size > MAX_TREE_SIZE:
@@ -206,7 +228,9 @@ def _parse_body(body: str) -> tuple[str, int, bytes, datetime]:
     if len(root) != HASH_SIZE or base64.b64encode(root).decode("ascii") != root_b64:
         raise CheckpointError(f"root hash is not the canonical base64 of {HASH_SIZE} bytes")
     if not extensions or extensions[0] != f"format {CHECKPOINT_FORMAT}":
-        raise CheckpointError(f"unsupported checkpoint format (expected 'format {CHECKPOINT_FORMAT}')")
+        raise CheckpointError(
+            f"unsupported checkpoint format (expected 'format {CHECKPOINT_FORMAT}')"
+        )
     if len(extensions) != 2 or not extensions[1].startswith("time "):
         raise CheckpointError("checkpoint format 1 has exactly the 'format' and 'time' lines")
     try:
@@ -214,6 +238,56 @@ def _parse_body(body: str) -> tuple[str, int, bytes, datetime]:
     except AuditRecordInvalid as exc:
         raise CheckpointError(f"checkpoint time: {exc.message}") from None
     return origin, size, root, time
+
+
+def _decode_note(note: object) -> str:
+    if isinstance(note, bytes):
+        if len(note) > MAX_NOTE_BYTES:
+            raise CheckpointError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
+        try:
+            note = note.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError("signed note is not UTF-8") from None
+    if not isinstance(note, str):
+        raise CheckpointError("signed note must be text or bytes")
+    if len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE_BYTES:
+        raise CheckpointError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
+    if any(c != "\n" and not c.isprintable() for c in note):
+        raise CheckpointError("signed note holds control or unprintable characters")
+    return note
+
+
+def open_note(
+    note: str | bytes, trusted_public_keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[str, str]:
+    """Verify a C2SP signed note; return its text and the id of the first trusted signer.
+
+    Signatures by keys not in the set are ignored (co-signers, witnesses).
+    A signature by a trusted key that does not verify rejects the whole note,
+    as C2SP signed-note requires.
+
+    Raises:
+        CheckpointError: malformed, or not signed by any trusted key.
+    """
+    # (1) Size and encoding: bounded, UTF-8, no control characters but newlines.
+    # (2)-(3) Split off and parse the signature lines.
+    text, signatures = _split_note(_decode_note(note))
+    # (4) At least one signature by a trusted key; any bad trusted signature rejects.
+    text_bytes = text.encode("utf-8")
+    signer: str | None = None
+    for sig in signatures:
+        public_key = trusted_public_keys.get(sig.key_id)
+        if public_key is None:
+            continue
+        if len(sig.signature) != _ED25519_SIG_SIZE or not signature_is_valid(
+            sig.key_id, public_key, sig.signature, text_bytes
+        ):
+            raise CheckpointError(f"signature by trusted key {sig.key_id} does not verify")
+        signer = signer or sig.key_id
+    if signer is None:
+        named = ", ".join(sorted({s.key_id for s in signatures}))
+        raise CheckpointError(f"note is not signed by a trusted key (signed by: {named})")
+    return text, signer
 
 
 def verify_checkpoint(
@@ -224,47 +298,15 @@ def verify_checkpoint(
 ) -> Checkpoint:
     """Verify a signed checkpoint against the trusted keys (``key_id -> public key``).
 
-    Signatures by keys not in the set are ignored (co-signers, witnesses).
-    A signature by a trusted key that does not verify rejects the whole note,
-    as C2SP signed-note requires. ``origin``, when given, must match.
+    Steps (1)-(4) are ``open_note``; ``origin``, when given, must match.
 
     Raises:
         CheckpointError: naming the first problem found.
     """
-    # (1) Size and encoding: bounded, UTF-8, no carriage returns or NULs.
-    if isinstance(note, bytes):
-        if len(note) > MAX_NOTE_BYTES:
-            raise CheckpointError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
-        try:
-            note = note.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CheckpointError("signed note is not UTF-8") from None
-    if not isinstance(note, str):
-        raise CheckpointError("signed note must be text or bytes")
-    raw = note.encode("utf-8", "surrogatepass")
-    if len(raw) > MAX_NOTE_BYTES:
-        raise CheckpointError(f"signed note is larger than {MAX_NOTE_BYTES} bytes")
-    if any(c != "\n" and not c.isprintable() for c in note):
-        raise CheckpointError("signed note holds control or unprintable characters")
-    # (2)-(3) Split off and parse the signature lines.
-    body, signatures = _split_note(note)
-    # (4) At least one signature by a trusted key; any bad trusted signature rejects.
-    body_bytes = body.encode("utf-8")
-    signer: str | None = None
-    for sig in signatures:
-        public_key = trusted_public_keys.get(sig.key_id)
-        if public_key is None:
-            continue
-        if len(sig.signature) != _ED25519_SIG_SIZE or not signature_is_valid(
-            sig.key_id, public_key, sig.signature, body_bytes
-        ):
-            raise CheckpointError(f"signature by trusted key {sig.key_id} does not verify")
-        signer = signer or sig.key_id
-    if signer is None:
-        named = ", ".join(sorted({s.key_id for s in signatures}))
-        raise CheckpointError(f"checkpoint is not signed by a trusted key (signed by: {named})")
+    note = _decode_note(note)
+    text, signer = open_note(note, trusted_public_keys)
     # (5) Only now parse the signed text: its fields are trusted from here on.
-    cp_origin, size, root, time = _parse_body(body)
+    cp_origin, size, root, time = _parse_body(text)
     # (6) The expected log.
     if origin is not None and cp_origin != origin:
         raise CheckpointError(f"checkpoint is for log {cp_origin!r}, expected {origin!r}")

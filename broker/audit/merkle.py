@@ -111,7 +111,7 @@ def root_from_leaves(leaf_hashes: Sequence[bytes]) -> bytes:
 # -- proof generation ---------------------------------------------------------------------------
 
 
-def _check_range(name: str, value: int, low: int, high: int) -> None:
+def _check_range(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidTreeRange(f"{name} {value!r} is outside {low}..{high}")
 
@@ -297,7 +297,7 @@ def verify_consistency(
     path = [_check_hash(f"proof[{i}]", p) for i, p in enumerate(proof)]
     if old_size > new_size:
         raise MerkleProofError(f"old tree size {old_size} is larger than new size {new_size}")
-    if old_size == new_size or old_size == 0:
+    if old_size in (0, new_size):
         _verify_trivial(old_size, new_size, old_root, new_root, path)
         return
     # (1) A non-trivial proof is never empty; its length follows from the sizes.
@@ -307,9 +307,27 @@ def verify_consistency(
             f"consistency proof from {old_size} to {new_size} has {len(path)} hashes, "
             f"expected {expected}"
         )
+    fr, sr = _consistency_roots(old_size, new_size, old_root, path)
+    # (7) Both roots must match (the path reaching the top was checked in the fold).
+    if not _same(fr, old_root):
+        raise MerkleProofError(
+            f"consistency proof gives old root {fr.hex()} for size {old_size}, "
+            f"not the expected {old_root.hex()}"
+        )
+    if not _same(sr, new_root):
+        raise MerkleProofError(
+            f"consistency proof gives new root {sr.hex()} for size {new_size}, "
+            f"not the expected {new_root.hex()}"
+        )
+
+
+def _consistency_roots(
+    old_size: int, new_size: int, old_root: bytes, path: list[bytes]
+) -> tuple[bytes, bytes]:
+    """Steps (2)-(7) of RFC 9162 section 2.1.4.2 up to the root comparison: ``(fr, sr)``."""
     # (2) An old tree that is a perfect subtree is its own first node.
     if old_size & (old_size - 1) == 0:
-        path.insert(0, old_root)
+        path = [old_root, *path]
     # (3) fn = first - 1, sn = second - 1; (4) skip the levels where fn is odd.
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
@@ -332,19 +350,10 @@ def verify_consistency(
             sr = node_hash(sr, c)
         fn >>= 1
         sn >>= 1
-    # (7) Both roots must match and the path must have reached the top.
+    # (7) ... and sn is 0.
     if sn != 0:
         raise MerkleProofError("consistency proof is shorter than the path to the root")
-    if not _same(fr, old_root):
-        raise MerkleProofError(
-            f"consistency proof gives old root {fr.hex()} for size {old_size}, "
-            f"not the expected {old_root.hex()}"
-        )
-    if not _same(sr, new_root):
-        raise MerkleProofError(
-            f"consistency proof gives new root {sr.hex()} for size {new_size}, "
-            f"not the expected {new_root.hex()}"
-        )
+    return fr, sr
 
 
 def _verify_trivial(

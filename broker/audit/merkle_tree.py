@@ -46,6 +46,12 @@ def _check_leaf(value: object) -> bytes:
     return value
 
 
+def _check_int(name: str, value: object, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise InvalidTreeRange(f"{name} {value!r} is outside 0..{high}")
+    return value
+
+
 def _fold(hashes: Sequence[bytes]) -> bytes:
     """Combine perfect subtrees, left to right by decreasing size, into the tree root."""
     if not hashes:
@@ -76,8 +82,7 @@ class MerkleAccumulator:
         Raises:
             InvalidTreeRange: the number of hashes does not match ``size``.
         """
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise InvalidTreeRange("accumulator size must be a non-negative integer")
+        size = _check_int("accumulator size", size, 2**63 - 1)
         if len(hashes) != size.bit_count():
             raise InvalidTreeRange(
                 f"a tree of size {size} has {size.bit_count()} edge hashes, not {len(hashes)}"
@@ -187,7 +192,8 @@ class MerkleTree:
         """
         self._check_size("range end", end, self.size)
         length = end - start
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0 or length < 1:
+        _check_int("range start", start, end)
+        if length < 1:
             raise InvalidTreeRange(f"subtree range [{start!r}, {end}) is empty or negative")
         height = length.bit_length() - 1
         if start % (1 << height):
@@ -244,6 +250,4 @@ class MerkleTree:
 
     @staticmethod
     def _check_size(name: str, value: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-            raise InvalidTreeRange(f"{name} {value!r} is outside 0..{high}")
-        return value
+        return _check_int(name, value, high)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from broker.client import BrokerClient, RemoteError
-from broker.client.providers import PROVIDERS
+from broker.client.providers import PROVIDERS, EvidenceProvider
+from broker.client.providers_hw import HARDWARE_PROVIDERS
 from broker.errors import BrokerError
+
+_ALL_PROVIDERS: dict[str, Callable[[], EvidenceProvider]] = {**PROVIDERS, **HARDWARE_PROVIDERS}
 
 
 @click.group()
@@ -32,10 +36,10 @@ def _write_secret(path: Path, data: bytes) -> None:
 @click.option("--url", envvar="BROKER_ADDR", default="http://127.0.0.1:8300", show_default=True)
 @click.option(
     "--tee",
-    type=click.Choice(sorted(PROVIDERS)),
+    type=click.Choice(sorted(_ALL_PROVIDERS)),
     default="sample",
     show_default=True,
-    help="Evidence provider.",
+    help="Evidence provider: sample (simulated), or the TEE device this enclave has.",
 )
 @click.option(
     "--wrap",
@@ -55,7 +59,7 @@ def get_resource(resource: str, url: str, tee: str, wrap: str, out: Path) -> Non
 
     async def run() -> None:
         async with BrokerClient(url, wrap=wrap) as broker:
-            released = await broker.get_resource(resource, PROVIDERS[tee]())
+            released = await broker.get_resource(resource, _ALL_PROVIDERS[tee]())
         _write_secret(out, released.value.reveal())
         click.echo(
             f"wrote {len(released.value)} bytes of {released.resource} version {released.version}"

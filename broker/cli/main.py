@@ -10,6 +10,7 @@ from broker.cli.client import client
 from broker.cli.evidence import evidence
 from broker.cli.keys import keys
 from broker.cli.policy import policy
+from broker.cli.root_key import root_key
 from broker.cli.serve import serve
 
 
@@ -25,6 +26,7 @@ cli.add_command(policy)
 cli.add_command(audit)
 cli.add_command(client)
 cli.add_command(evidence)
+cli.add_command(root_key)
 
 
 def main() -> None:

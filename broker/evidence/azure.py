@@ -61,6 +61,7 @@ __all__ = [
     "AzureSNPVTPMVerifier",
     "AzureTDXVTPMVerifier",
     "HCLReport",
+    "evidence_bytes",
     "verify_az_snp_vtpm",
     "verify_az_tdx_vtpm",
 ]
@@ -268,7 +269,7 @@ class AzureSNPVTPMVerifier:
 
     def verify(self, evidence: object, ctx: VerifyContext) -> VerifiedClaims:
         """Raises EvidenceError subclasses; see ``verify_az_snp_vtpm``."""
-        raw = _evidence_bytes(evidence, ctx.max_evidence_bytes)
+        raw = evidence_bytes(evidence, ctx.max_evidence_bytes)
         result = verify_az_snp_vtpm(
             raw,
             anchors=ctx.anchors,
@@ -286,7 +287,7 @@ class AzureTDXVTPMVerifier:
 
     def verify(self, evidence: object, ctx: VerifyContext) -> VerifiedClaims:
         """Raises EvidenceError subclasses; see ``verify_az_tdx_vtpm``."""
-        raw = _evidence_bytes(evidence, ctx.max_evidence_bytes)
+        raw = evidence_bytes(evidence, ctx.max_evidence_bytes)
         collateral = ctx.collateral.get("dcap")
         if collateral is None:
             raise CollateralError("no DCAP collateral for the TD quote")
@@ -362,14 +363,22 @@ def _expected_nonce(ctx: VerifyContext) -> bytes | None:
     return None if ctx.expect is None else ctx.expect.runtime_digest
 
 
-def _evidence_bytes(evidence: object, limit: int) -> bytes:
+def evidence_bytes(evidence: object, limit: int) -> bytes:
+    """The evidence as the JSON bytes the verifiers parse and digest.
+
+    Raises:
+        EvidenceFormatError: not a JSON object (or the text of one), or over ``limit``.
+    """
     if isinstance(evidence, dict):
         try:
             raw = json.dumps(evidence, separators=(",", ":"), sort_keys=True).encode()
         except (TypeError, ValueError):
             raise EvidenceFormatError("evidence is not JSON data") from None
     elif isinstance(evidence, str):
-        raw = evidence.encode()
+        try:
+            raw = evidence.encode()
+        except UnicodeEncodeError:  # lone surrogates, which JSON \u escapes can produce
+            raise EvidenceFormatError("evidence is not UTF-8 text") from None
     else:
         raise EvidenceFormatError("evidence must be a JSON object")
     if len(raw) > limit:

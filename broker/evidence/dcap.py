@@ -51,7 +51,7 @@ from broker.evidence.model import (
     evidence_digest,
 )
 
-__all__ = ["verify_evidence", "verify_quote"]
+__all__ = ["decode_quote_evidence", "verify_evidence", "verify_quote"]
 
 ROOT_ANCHOR = "intel-sgx-root-ca"
 # The extension ships partial stubs; every value it returns is checked here.
@@ -231,9 +231,8 @@ def verify_evidence(
         EvidenceFormatError, EvidenceSignatureError, CollateralError: see verify_quote.
         FreshnessError: REPORT_DATA does not bind the challenge.
     """
-    doc = _evidence_object(evidence)
-    quote = _decode_quote(doc.get("quote"), ctx.max_evidence_bytes)
-    collateral = _collateral_bytes(doc.get("collateral"), ctx)
+    quote, supplied = decode_quote_evidence(evidence, limit=ctx.max_evidence_bytes)
+    collateral = _collateral_bytes(supplied, ctx)
     result = verify_quote(quote, collateral, anchors=ctx.anchors, now=ctx.now, tee=tee)
     if ctx.expect is not None:
         verify_report_data(result.report_data, ctx.expect)
@@ -243,6 +242,18 @@ def verify_evidence(
         flags=result.flags,
         evidence_digest=evidence_digest(quote),
     )
+
+
+def decode_quote_evidence(evidence: object, *, limit: int) -> tuple[bytes, object]:
+    """The raw quote and the evidence's own ``collateral`` member (None when absent).
+
+    The forms are those of ``verify_evidence``; ``limit`` bounds the quote.
+
+    Raises:
+        EvidenceFormatError: not a JSON object with a standard base64 ``quote``.
+    """
+    doc = _evidence_object(evidence)
+    return _decode_quote(doc.get("quote"), limit), doc.get("collateral")
 
 
 def _evidence_object(evidence: object) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Decoding ``sev-snp`` evidence JSON (KBS / Trustee forms) into report and VEK bytes.
 
     report, vek = decode_evidence(evidence, ctx)
+    report, vek_or_none = decode_parts(evidence, limit=ctx.max_evidence_bytes)
 
 Nothing here verifies anything: the decoded bytes go to
 ``broker.evidence.snp.verify_snp_report``, whose signature check decides
@@ -18,7 +19,7 @@ from typing import Any
 from broker.errors import CollateralError, EvidenceFormatError
 from broker.evidence.model import VerifyContext
 
-__all__ = ["decode_evidence"]
+__all__ = ["decode_evidence", "decode_parts"]
 
 
 def decode_evidence(evidence: object, ctx: VerifyContext) -> tuple[bytes, bytes]:
@@ -34,9 +35,26 @@ def decode_evidence(evidence: object, ctx: VerifyContext) -> tuple[bytes, bytes]
         EvidenceFormatError: the evidence is not one of the accepted forms.
         CollateralError: no VEK in the evidence or the collateral.
     """
+    report, vek = decode_parts(evidence, limit=ctx.max_evidence_bytes)
+    if vek is not None:
+        return report, vek
+    for key in ("vcek", "vlek"):
+        if key in ctx.collateral:
+            return report, ctx.collateral[key]
+    raise CollateralError("no VCEK/VLEK in the evidence or the collateral")
+
+
+def decode_parts(evidence: object, *, limit: int) -> tuple[bytes, bytes | None]:
+    """The raw ATTESTATION_REPORT and the VEK ``evidence`` itself carries (None without one).
+
+    The same forms as ``decode_evidence``; ``limit`` bounds each encoded field.
+
+    Raises:
+        EvidenceFormatError: the evidence is not one of the accepted forms.
+    """
     fields = _evidence_object(evidence)
-    report = _report_bytes(fields, ctx.max_evidence_bytes)
-    return report, _vek_bytes(fields, ctx)
+    report = _report_bytes(fields, limit)
+    return report, _supplied_vek(fields, limit)
 
 
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
@@ -153,8 +171,7 @@ def _report_bytes(evidence: Mapping[str, Any], limit: int) -> bytes:
     raise EvidenceFormatError("SNP evidence has no 'report' or 'attestation_report'")
 
 
-def _vek_bytes(evidence: Mapping[str, Any], ctx: VerifyContext) -> bytes:
-    limit = ctx.max_evidence_bytes
+def _supplied_vek(evidence: Mapping[str, Any], limit: int) -> bytes | None:
     for key in ("vcek", "vlek"):
         if evidence.get(key) is not None:
             return _decode_cert(evidence[key], f"SNP evidence {key!r}", limit)
@@ -167,7 +184,4 @@ def _vek_bytes(evidence: Mapping[str, Any], ctx: VerifyContext) -> bytes:
             raise EvidenceFormatError("SNP evidence 'cert_chain' holds more than one VEK")
         if veks:
             return _decode_cert(veks[0].get("data"), "SNP cert_chain VEK", limit)
-    for key in ("vcek", "vlek"):
-        if key in ctx.collateral:
-            return ctx.collateral[key]
-    raise CollateralError("no VCEK/VLEK in the evidence or the collateral")
+    return None

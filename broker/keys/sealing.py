@@ -59,6 +59,13 @@ def seal(root: RootKey, plaintext: SecretBytes, *, resource: str, version: int) 
     return bytes([FORMAT_V1]) + root.key_id + nonce + body
 
 
+def sealed_key_id(sealed: bytes) -> bytes:
+    """The id of the root key a value was sealed under (b"" if not our format)."""
+    if len(sealed) < 1 + _KID or sealed[0] != FORMAT_V1:
+        return b""
+    return sealed[1 : 1 + _KID]
+
+
 def unseal(root: RootKey, sealed: bytes, *, resource: str, version: int) -> SecretBytes:
     """Raises KeyManagementError (without detail) if the value cannot be opened."""
     if len(sealed) < 1 + _KID + _NONCE + 16 or sealed[0] != FORMAT_V1:

@@ -216,8 +216,7 @@ class KeyLifecycle:
             now,
             resource,
             detail=(
-                f"min_release_version={info.min_release_version}"
-                f" rotate_every={info.rotate_every}"
+                f"min_release_version={info.min_release_version} rotate_every={info.rotate_every}"
             ),
         )
         return info

@@ -219,3 +219,30 @@ async def test_scheduled_rotation(
     assert (await services.store.info(KEY)).current_version == 2
     records = [r async for r in services.audit.iter_records(None, None)]
     assert any(r.event == "admin.key_rotated" and r.actor == "scheduler" for r in records)
+
+
+async def test_concurrent_writes_do_not_collide(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    """Many creates, rotations and attestations at once: no 5xx, every key present."""
+    import asyncio
+
+    async def make(i: int) -> int:
+        resp = await client.post(
+            "/v1/keys", json={"id": f"default/key/c{i}"}, headers=admin_headers
+        )
+        return resp.status
+
+    statuses = await asyncio.gather(
+        *(make(i) for i in range(30)), *(attest(client) for _ in range(10))
+    )
+    assert [s for s in statuses if isinstance(s, int)] == [201] * 30
+    rotations = await asyncio.gather(
+        *(
+            client.post(f"/v1/keys/default/key/c{i}/rotate", json={}, headers=admin_headers)
+            for i in range(30)
+        )
+    )
+    assert [r.status for r in rotations] == [200] * 30
+    listed = await (await client.get("/v1/keys", headers=admin_headers)).json()
+    assert len(listed) == 30 and {k["current_version"] for k in listed} == {2}

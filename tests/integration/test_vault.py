@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -33,7 +34,7 @@ from broker.errors import (
 )
 from broker.keys.material import SecretBytes
 from broker.keys.sealing import FORMAT_V1, RootKey, seal
-from tests.integration.openbao_fixture import openbao  # noqa: F401
+from tests.integration.openbao_fixture import openbao, openbao_tls  # noqa: F401
 from tests.openbao import OpenBaoServer
 
 PLAINTEXT = b"TOP-SECRET-DATA-KEY-0123456789ab"
@@ -69,12 +70,12 @@ def make_client(openbao: OpenBaoServer) -> Iterator[Callable[..., VaultClient]]:
 
 
 @pytest.fixture
-async def kek(
+def kek(
     openbao: OpenBaoServer,  # noqa: F811
     make_client: Callable[..., VaultClient],
-) -> AsyncIterator[VaultTransitKEK]:
+) -> VaultTransitKEK:
     """A KEK on a fresh derived key of its own."""
-    yield VaultTransitKEK(make_client(), key=openbao.new_transit_key())
+    return VaultTransitKEK(make_client(), key=openbao.new_transit_key())
 
 
 def assert_no_secrets(exc: BaseException, *secrets: str | bytes) -> None:
@@ -190,7 +191,7 @@ async def test_rotate_rewrap_and_retire_old_versions(kek: VaultTransitKEK) -> No
     await kek.set_min_decryption_version(2)
     versions = await kek.key_versions()
     assert (versions.latest_version, versions.min_decryption_version) == (2, 2)
-    with pytest.raises(KeyManagementError, match="version 1.*min_decryption_version") as info:
+    with pytest.raises(KeyManagementError, match=r"version 1.*min_decryption_version") as info:
         await kek.unseal(old, resource=RESOURCE, version=1)
     assert_no_secrets(info.value)
     with pytest.raises(KeyManagementError, match="min_decryption_version"):
@@ -302,7 +303,7 @@ async def test_approle_logs_in_again_when_the_token_is_revoked(
     openbao: OpenBaoServer,  # noqa: F811
     make_client: Callable[..., VaultClient],
 ) -> None:
-    """A 403 for a revoked token triggers one re-login; the caller never sees it."""
+    """A 403 for a revoked token triggers a re-login, also under concurrency; callers never see it."""
     settings = approle_settings(openbao)
     hc = hvac.Client(url=settings.addr, timeout=settings.timeout)
     kek = VaultTransitKEK(make_client(settings, client=hc))
@@ -311,6 +312,14 @@ async def test_approle_logs_in_again_when_the_token_is_revoked(
     openbao.root_client().auth.token.revoke(first)
     assert (await kek.unseal(sealed, resource=RESOURCE, version=1)).reveal() == PLAINTEXT
     assert hc.token != first
+
+    second = hc.token
+    openbao.root_client().auth.token.revoke(second)
+    opened = await asyncio.gather(
+        *(kek.unseal(sealed, resource=RESOURCE, version=1) for _ in range(8))
+    )
+    assert {o.reveal() for o in opened} == {PLAINTEXT}
+    assert hc.token not in (first, second)
 
 
 async def test_bad_credentials_are_refused_without_leaking_them(
@@ -349,7 +358,9 @@ async def test_paused_vault_fails_within_the_retry_bound_then_recovers(
     sealed = await kek.seal(SecretBytes(PLAINTEXT), resource=RESOURCE, version=1)
     with openbao.paused():
         started = time.monotonic()
-        with pytest.raises(BackendError, match="Vault transit decrypt failed after 3 attempts") as info:
+        with pytest.raises(
+            BackendError, match="Vault transit decrypt failed after 3 attempts"
+        ) as info:
             await kek.unseal(sealed, resource=RESOURCE, version=1)
         elapsed = time.monotonic() - started
         with pytest.raises(BackendError, match="Vault health check"):
@@ -380,3 +391,25 @@ async def test_stopped_vault_fails_fast_and_recovers_after_restart(
         openbao.start()  # a fresh dev server: re-provisioned, earlier keys are gone
     sealed = await kek.seal(SecretBytes(PLAINTEXT), resource=RESOURCE, version=1)
     assert (await kek.unseal(sealed, resource=RESOURCE, version=1)).reveal() == PLAINTEXT
+
+
+# --- TLS (a second, HTTPS dev server) --------------------------------------------------------
+
+
+async def test_tls_is_verified_by_default_and_trusts_a_ca_bundle(
+    openbao_tls: OpenBaoServer,  # noqa: F811
+    make_client: Callable[..., VaultClient],
+) -> None:
+    """Verification is on by default (untrusted CA: no retry, BackendError); a CA bundle fixes it."""
+    settings = fast(openbao_tls)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="TLS error") as info:
+        await VaultTransitKEK(make_client(settings)).check()
+    assert not info.value.retryable
+    assert not isinstance(info.value, VaultRequestError)
+    assert time.monotonic() - started < settings.timeout * 2
+    assert_no_secrets(info.value, openbao_tls.root_token)
+
+    trusted = VaultTransitKEK(make_client(replace(settings, ca_bundle=openbao_tls.ca_path)))
+    sealed = await trusted.seal(SecretBytes(PLAINTEXT), resource=RESOURCE, version=1)
+    assert (await trusted.unseal(sealed, resource=RESOURCE, version=1)).reveal() == PLAINTEXT

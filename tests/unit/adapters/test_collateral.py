@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 
 from broker.adapters.collateral import (
     CachedCollateral,
-    CollateralRequest,
     EvidenceSuppliedCollateral,
     check_dcap_fresh,
 )
 from broker.adapters.collateral_online import OnlineCollateral
 from broker.adapters.collateral_pcs import crl_der, raw_members, signed_member
 from broker.errors import BackendError, CollateralError
+from broker.evidence.collateral import CollateralRequest
 from broker.evidence.dcap import verify_quote
 from broker.evidence.model import TrustAnchors
 from tests.fakes import FakeClock
