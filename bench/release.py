@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench import floors
 from bench.common import Budget, Rate, Result, compare, percentile
 from bench.loader import Attested, PhaseStats, attest, fetch, new_session, run_bounded
-from bench.server import SubprocessServer, start_server
+from bench.server import Server, SubprocessServer, start_server
 from broker import tokens
 from broker.keys import sealing
 from broker.keys.algorithms import WrapContext
@@ -45,6 +45,7 @@ COLUMNS = [
     "p99 ms",
     "errors",
     "cpu ms/op",
+    "sys %",
     "ratio wall",
     "ratio cpu",
 ]
@@ -90,10 +91,16 @@ async def _create_keys(server_url: str, admin_token: str) -> None:
                     raise RuntimeError(f"creating {resource}: HTTP {resp.status}")
 
 
+def _cpu_delta(server: Server, before: tuple[float, float]) -> tuple[float, float]:
+    user, system = server.cpu_seconds()
+    return user - before[0], system - before[1]
+
+
 def _row(
-    phase: str, concurrency: int, stats: PhaseStats, cpu: float, per_op: int = 1
+    phase: str, concurrency: int, stats: PhaseStats, cpu: tuple[float, float], per_op: int = 1
 ) -> dict[str, Any]:
     done = len(stats.latencies)
+    total = cpu[0] + cpu[1]
     return {
         "phase": phase,
         "conc": concurrency,
@@ -102,14 +109,15 @@ def _row(
         "p50 ms": percentile(stats.latencies, 50) * 1e3,
         "p99 ms": percentile(stats.latencies, 99) * 1e3,
         "errors": stats.errors,
-        "cpu ms/op": cpu * 1e3 / done if done else None,
+        "cpu ms/op": total * 1e3 / done if done else None,
+        "sys %": 100 * cpu[1] / total if total > 0 else None,
         "total s": stats.elapsed,
         "releases per op": per_op,
     }
 
 
 async def _token_path(
-    url: str, server: Any, concurrency: int, budget: Budget
+    url: str, server: Server, concurrency: int, budget: Budget
 ) -> tuple[dict[str, Any], PhaseStats]:
     async with new_session(concurrency) as http:
         who: Attested = await attest(http, url)
@@ -121,7 +129,7 @@ async def _token_path(
             concurrency=concurrency,
             seconds=budget.phase_seconds,
         )
-        cpu = server.cpu_seconds() - cpu0
+        cpu = _cpu_delta(server, cpu0)
     return _row("token path: GET resource", concurrency, stats, cpu), stats
 
 
@@ -132,7 +140,7 @@ async def _enclave(http: aiohttp.ClientSession, url: str, index: int) -> None:
 
 
 async def _full_flow(
-    url: str, server: Any, concurrency: int, budget: Budget
+    url: str, server: Server, concurrency: int, budget: Budget
 ) -> tuple[dict[str, Any], PhaseStats]:
     async with new_session(concurrency) as http:
         cpu0 = server.cpu_seconds()
@@ -142,7 +150,7 @@ async def _full_flow(
             concurrency=concurrency,
             seconds=budget.phase_seconds,
         )
-        cpu = server.cpu_seconds() - cpu0
+        cpu = _cpu_delta(server, cpu0)
     row = _row("full flow: enclave (auth+attest+3)", concurrency, stats, cpu, len(RESOURCES))
     return row, stats
 
@@ -224,7 +232,7 @@ def _add_ratios(result: Result, floor_rate: Rate, library_rate: Rate) -> None:
     )
     result.notes.append(
         "floor and library rows run single-threaded in the bench process (no HTTP, no SQLite, "
-        "no audit), before and after the load; their 'srv cpu ms/op' column is ms per op"
+        "no audit), before and after the load; their 'cpu ms/op' is ms per op"
     )
 
 

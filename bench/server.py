@@ -52,7 +52,9 @@ class Server(Protocol):
     # What cpu_seconds() measures, for the report.
     cpu_scope: str
 
-    def cpu_seconds(self) -> float: ...
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds so far."""
+        ...
 
     async def stop(self) -> None: ...
 
@@ -124,11 +126,11 @@ class SubprocessServer:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self) -> tuple[float, float]:
         # Fields 14 and 15 (utime, stime) count every thread of the process.
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
         fields = stat.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / self._ticks
+        return int(fields[11]) / self._ticks, int(fields[12]) / self._ticks
 
     async def stop(self) -> None:
         if self.proc.poll() is None:
@@ -175,8 +177,9 @@ class InProcessServer:
         self.url = f"http://{host}:{port}"
         self.admin_token = (data / "admin.token").read_text().strip()
 
-    def cpu_seconds(self) -> float:
-        return time.process_time()
+    def cpu_seconds(self) -> tuple[float, float]:
+        times = os.times()
+        return times.user, times.system
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -61,6 +61,30 @@ class KeySettings:
     allowed_wrap_algs: tuple[str, ...] = ()
     # How often the scheduler looks for keys past their rotate_every period.
     rotation_check_seconds: int = 60
+    # "local": values sealed under the root key in the data dir; "vault": sealed by
+    # a Vault/OpenBao transit key (the broker then holds no root key).
+    backend: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class VaultBackendSettings:
+    """``[vault]``: used when ``keys.backend = "vault"``."""
+
+    addr: str = ""
+    auth: str = "token"
+    # Secrets come from files (or BROKER_VAULT_* variables), read once at start-up.
+    token_file: str = ""
+    role_id: str = ""
+    secret_id_file: str = ""
+    transit_mount: str = "transit"
+    transit_key: str = "broker-kek"
+    kv_mount: str = "secret"
+    kv_prefix: str = "broker/"
+    ca_bundle: str = ""
+    verify_tls: bool = True
+    namespace: str = ""
+    timeout: float = 5.0
+    max_retries: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +108,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     keys: KeySettings = field(default_factory=KeySettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    vault: VaultBackendSettings = field(default_factory=VaultBackendSettings)
     log: LogSettings = field(default_factory=LogSettings)
     dev: bool = False
 
@@ -159,6 +184,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "policy": PolicySettings,
     "keys": KeySettings,
     "admin": AdminSettings,
+    "vault": VaultBackendSettings,
     "log": LogSettings,
 }
 
@@ -215,6 +241,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             "kbs.enabled_tees: 'sample' needs kbs.allow_sample_tee = true (never in production)"
         )
+    if settings.keys.backend not in {"local", "vault"}:
+        raise ConfigError("keys.backend: must be 'local' or 'vault'")
+    if settings.keys.backend == "vault" and not settings.vault.addr:
+        raise ConfigError("vault.addr: required when keys.backend is 'vault'")
     if settings.log.format not in {"json", "console"}:
         raise ConfigError("log.format: must be 'json' or 'console'")
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from broker.errors import MalformedRequest
 from broker.keys.material import SecretBytes
 
 # Version states: released only while "active"; "destroyed" has no material left.
@@ -118,7 +119,7 @@ class KeyStore(Protocol):
 
     async def all_sealed(self) -> Sequence[tuple[str, int, bytes]]: ...
 
-    async def reseal_all(self, reseal: Callable[[str, int, bytes], bytes]) -> int:
+    async def reseal_all(self, reseal: Callable[[str, int, bytes], Awaitable[bytes]]) -> int:
         """Re-seals every stored value in one transaction; returns the count."""
         ...
 
@@ -155,6 +156,34 @@ class RotationResult:
 
 class RootKeyManager(Protocol):
     async def rotate(self) -> RotationResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KVRef:
+    """Where a ``vault-kv`` resource's value lives."""
+
+    path: str
+    field: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.path}#{self.field}"
+        return text if self.version is None else f"{text}@{self.version}"
+
+
+def parse_kv_ref(text: str) -> KVRef:
+    """``path#field`` or ``path#field@version``."""
+    path, _, rest = text.partition("#")
+    field, _, version = rest.partition("@")
+    if not path or not field or (version and not version.isdigit()):
+        raise MalformedRequest("a Vault reference looks like path#field or path#field@version")
+    return KVRef(path, field, int(version) if version else None)
+
+
+class SecretSource(Protocol):
+    """An external store the broker reads a secret from at release time."""
+
+    async def read(self, path: str, *, field: str, version: int | None = None) -> SecretBytes: ...
 
 
 class AuditSink(Protocol):

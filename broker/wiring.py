@@ -5,6 +5,8 @@ Only entry points (``broker serve``, tests) call ``open_services``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +25,15 @@ from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
 from broker.adapters.sqlite_sessions import SQLiteSessionStore
+from broker.adapters.vault_client import VaultClient, VaultSettings
+from broker.adapters.vault_kek import VaultTransitKEK
+from broker.adapters.vault_kv import VaultKVSource
+from broker.adapters.vault_root_key import VaultRootKeyManager
 from broker.config import Settings
 from broker.errors import ConfigError
 from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
 from broker.keys.wrap import ALL_ALGORITHMS
-from broker.ports import Clock
+from broker.ports import Clock, KEKService, RootKeyManager
 from broker.service.admin import AdminAuth, AdminService
 from broker.service.attest import AttestLimits, AttestService
 from broker.service.challenge import ChallengeService
@@ -57,12 +63,15 @@ class Services:
     keys: KeyLifecycle
     rotation: RotationScheduler
     root_key: RootKeyService
+    vault: VaultClient | None
     admin: AdminService
     admin_auth: AdminAuth
 
     async def close(self) -> None:
         await self.audit.close()
         await self.db.close()
+        if self.vault is not None:
+            self.vault.close()
 
 
 def _admin_tokens(settings: Settings, data: Path) -> dict[str, str]:
@@ -90,12 +99,74 @@ def _allowed_algs(settings: Settings) -> frozenset[str]:
     return frozenset(configured)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyBackend:
+    kek: KEKService
+    root_keys: RootKeyManager
+    kv: VaultKVSource | None = None
+    vault: VaultClient | None = None
+
+
+def _read_secret_file(path: str, name: str) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+
+
+def vault_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> VaultSettings:
+    """Vault credentials from files (or BROKER_VAULT_TOKEN / _SECRET_ID), read once."""
+    env = environ if environ is not None else os.environ
+    v = settings.vault
+    if v.auth not in ("token", "approle"):
+        raise ConfigError("vault.auth: must be 'token' or 'approle'")
+    return VaultSettings(
+        addr=v.addr,
+        auth="approle" if v.auth == "approle" else "token",
+        token=env.get("BROKER_VAULT_TOKEN") or _read_secret_file(v.token_file, "vault.token_file"),
+        role_id=v.role_id,
+        secret_id=env.get("BROKER_VAULT_SECRET_ID")
+        or _read_secret_file(v.secret_id_file, "vault.secret_id_file"),
+        transit_mount=v.transit_mount,
+        transit_key=v.transit_key,
+        kv_mount=v.kv_mount,
+        kv_prefix=v.kv_prefix,
+        ca_bundle=v.ca_bundle,
+        verify_tls=v.verify_tls,
+        namespace=v.namespace,
+        timeout=v.timeout,
+        max_retries=v.max_retries,
+    )
+
+
+async def _key_backend(settings: Settings, store: SQLiteKeyStore) -> KeyBackend:
+    data = settings.data_path
+    if settings.keys.backend == "vault":
+        client = VaultClient(vault_settings(settings))
+        transit = VaultTransitKEK(client)
+        try:
+            await transit.check()
+        except BaseException:
+            client.close()
+            raise
+        return KeyBackend(
+            kek=transit,
+            root_keys=VaultRootKeyManager(transit, store),
+            kv=VaultKVSource(client),
+            vault=client,
+        )
+    current, others = load_root_keys(data, create=True)
+    local = LocalKEK(current, others, reload=lambda: load_root_keys(data, create=False))
+    return KeyBackend(kek=local, root_keys=LocalRootKeyManager(data, local, store))
+
+
 async def open_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     """Raises ConfigError/PolicyError/BackendError: the broker must not start."""
     clock = clock or SystemClock()
     data = settings.data_path
     prepare_data_dir(data)
-    current_root, other_roots = load_root_keys(data, create=True)
     token_key = load_or_create_token_key(data / TOKEN_KEY_FILE)
     tokens = _admin_tokens(settings, data)
     allowed = _allowed_algs(settings)
@@ -114,7 +185,13 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         await db.close()
         raise
     store, sessions = SQLiteKeyStore(db), SQLiteSessionStore(db)
-    kek = LocalKEK(current_root, other_roots, reload=lambda: load_root_keys(data, create=False))
+    try:
+        backend = await _key_backend(settings, store)
+    except BaseException:
+        await audit.close()
+        await db.close()
+        raise
+    kek = backend.kek
     keys = KeyLifecycle(store, kek, audit, clock, max_secret_bytes=settings.keys.max_secret_bytes)
     return Services(
         settings=settings,
@@ -148,10 +225,13 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
                 allowed_wrap_algs=allowed,
             ),
         ),
-        release=ReleaseService(store, kek, audit, clock, policies, allowed_wrap_algs=allowed),
+        release=ReleaseService(
+            store, kek, audit, clock, policies, allowed_wrap_algs=allowed, kv=backend.kv
+        ),
         keys=keys,
         rotation=RotationScheduler(keys, clock, interval=settings.keys.rotation_check_seconds),
-        root_key=RootKeyService(LocalRootKeyManager(data, kek, store), audit, clock),
+        root_key=RootKeyService(backend.root_keys, audit, clock),
+        vault=backend.vault,
         admin=AdminService(audit, clock, policies),
         admin_auth=AdminAuth(tokens),
     )

@@ -53,7 +53,7 @@ class LocalRootKeyManager:
         self._kek.add(nxt)
         self._after_step(1)
 
-        def reseal(resource: str, version: int, sealed: bytes) -> bytes:
+        async def reseal(resource: str, version: int, sealed: bytes) -> bytes:
             value: SecretBytes = self._kek.unseal_now(sealed, resource=resource, version=version)
             return seal(nxt, value, resource=resource, version=version)
 

@@ -9,7 +9,7 @@ disk), leaving only the metadata row.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from broker.adapters.sqlite_db import SQLiteDB
@@ -265,7 +265,8 @@ class SQLiteKeyStore:
 
     async def all_sealed(self) -> Sequence[tuple[str, int, bytes]]:
         rows = await self._all(
-            "SELECT resource, version, sealed FROM resource_versions WHERE sealed IS NOT NULL"
+            "SELECT resource, version, sealed FROM resource_versions"
+            " WHERE sealed IS NOT NULL AND length(sealed) > 0"
             " ORDER BY resource, version"
         )
         return [(r["resource"], r["version"], bytes(r["sealed"])) for r in rows]
@@ -273,10 +274,11 @@ class SQLiteKeyStore:
     async def check_writable(self) -> None:
         await self._db.check_writable()
 
-    async def reseal_all(self, reseal: Callable[[str, int, bytes], bytes]) -> int:
+    async def reseal_all(self, reseal: Callable[[str, int, bytes], Awaitable[bytes]]) -> int:
         """Re-seals every stored value in ONE transaction (no writer can slip in).
 
         ``reseal`` runs with the write lock held; plaintext never leaves memory.
+        Values kept elsewhere (``vault-kv``, empty here) are skipped.
         """
         try:
             async with self._db.transaction() as db:
@@ -287,7 +289,7 @@ class SQLiteKeyStore:
                     rows = list(await cur.fetchall())
                 updates = [
                     (
-                        reseal(r["resource"], r["version"], bytes(r["sealed"])),
+                        await reseal(r["resource"], r["version"], bytes(r["sealed"])),
                         r["resource"],
                         r["version"],
                     )

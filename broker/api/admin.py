@@ -103,7 +103,13 @@ async def create_key(request: web.Request) -> web.Response:
 async def put_secret(request: web.Request) -> web.Response:
     ctx = _principal_ctx(request, "keys.write")
     req: wire.PutSecret = await _body(request, wire.PutSecret)
-    info = await request.app[SERVICES].keys.put_secret(req.id, _b64(req.value), ctx)
+    keys = request.app[SERVICES].keys
+    if (req.value is None) == (req.vault_kv is None):
+        raise MalformedRequest("give exactly one of value and vault_kv")
+    if req.vault_kv is not None:
+        info = await keys.link_vault_secret(req.id, req.vault_kv, ctx)
+    else:
+        info = await keys.put_secret(req.id, _b64(req.value or ""), ctx)
     return _json(_info(info), 201)
 
 

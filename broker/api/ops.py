@@ -21,10 +21,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     checks: dict[str, str] = {}
-    for name, probe in (
-        ("store", services.store.check_writable),
-        ("audit", services.audit.check_writable),
-    ):
+    probes = [("store", services.store.check_writable), ("audit", services.audit.check_writable)]
+    if services.vault is not None:
+        probes.append(("vault", services.vault.health))
+    for name, probe in probes:
         try:
             await probe()
             checks[name] = "ok"

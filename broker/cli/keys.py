@@ -40,15 +40,26 @@ def create(resource: str, rotate_every: str | None, url: str, token: str | None)
     "--file",
     "path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
+    default=None,
     help="File holding the secret bytes.",
+)
+@click.option(
+    "--vault-kv", default=None, help="Read the value from Vault KV v2: path#field[@version]."
 )
 @addr_option
 @token_option
-def put_secret(resource: str, path: Path, url: str, token: str | None) -> None:
-    """Upload the bytes of a file as the secret at REPO/TYPE/TAG."""
-    value = base64.b64encode(path.read_bytes()).decode()
-    _print(call(url, token, "POST", "/v1/secrets", {"id": resource, "value": value}))
+def put_secret(
+    resource: str, path: Path | None, vault_kv: str | None, url: str, token: str | None
+) -> None:
+    """Upload a file as the secret at REPO/TYPE/TAG, or point it at a Vault KV v2 secret."""
+    if (path is None) == (vault_kv is None):
+        raise click.UsageError("give exactly one of --file and --vault-kv")
+    if vault_kv is not None:
+        body = {"id": resource, "vault_kv": vault_kv}
+    else:
+        assert path is not None
+        body = {"id": resource, "value": base64.b64encode(path.read_bytes()).decode()}
+    _print(call(url, token, "POST", "/v1/secrets", body))
 
 
 @keys.command("list")

@@ -1,8 +1,7 @@
 """Which collateral a piece of evidence needs, named by values taken from it.
 
-    req = collateral_request("sev-snp", evidence)      # None: nothing to fetch
-    if req is not None:
-        collateral = await source.fetch(req)           # an adapter, e.g. CachedCollateral
+    req = collateral_request("sev-snp", evidence)     # None: nothing to fetch
+    collateral = {} if req is None else await source.fetch(req)  # e.g. CachedCollateral
     ctx = VerifyContext(now=now, anchors=anchors, collateral=collateral)
 
 Guests often send SEV-SNP evidence without the VCEK, and DCAP quotes only
@@ -45,6 +44,7 @@ from broker.evidence.snp_report import SIGNING_NONE, SIGNING_VLEK, Product, SNPR
 
 __all__ = [
     "DCAP_TEES",
+    "DEFAULT_MAX_EVIDENCE_BYTES",
     "LEGACY_SNP_PRODUCT",
     "PCK_CAS",
     "SNP_PRODUCTS",
@@ -55,8 +55,8 @@ __all__ = [
 SNP_PRODUCTS = frozenset(p.value for p in Product)
 DCAP_TEES = frozenset({"tdx", "sgx"})
 PCK_CAS = frozenset({"processor", "platform"})
-# Report versions before 3 carry no CPUID fields; Milan is the generation
-# whose firmware produced them (other tools assume the same).
+# Report versions before 3 carry no CPUID fields: the first SNP generation is
+# assumed (docs/evidence.md says what a Genoa site with such firmware does).
 LEGACY_SNP_PRODUCT = Product.MILAN.value
 DEFAULT_MAX_EVIDENCE_BYTES = 1 << 20
 

@@ -260,7 +260,7 @@ def _evidence_object(evidence: object) -> dict[str, Any]:
     if isinstance(evidence, (str, bytes)):
         try:
             evidence = json.loads(evidence)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise EvidenceFormatError("evidence is not JSON") from exc
     if not isinstance(evidence, dict):
         raise EvidenceFormatError("evidence must be a JSON object with a 'quote' field")

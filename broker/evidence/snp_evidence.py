@@ -91,7 +91,7 @@ def _evidence_object(evidence: object) -> Mapping[str, Any]:
     if isinstance(evidence, str):
         try:
             evidence = json.loads(evidence)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise EvidenceFormatError("SNP evidence is not JSON") from exc
     if not isinstance(evidence, Mapping):
         raise EvidenceFormatError("SNP evidence must be a JSON object")

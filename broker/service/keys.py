@@ -27,6 +27,7 @@ from broker.ports import (
     KeyStore,
     ResourceInfo,
     VersionInfo,
+    parse_kv_ref,
 )
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
@@ -117,6 +118,27 @@ class KeyLifecycle:
         if len(value) > self._max_secret:
             raise MalformedRequest(f"secret larger than {self._max_secret} bytes")
         return await self._create(resource, SecretBytes(value), "secret", ctx)
+
+    async def link_vault_secret(self, resource: str, ref: str, ctx: RequestContext) -> ResourceInfo:
+        """A resource whose value is read from Vault KV v2 at each release."""
+        now = self._clock.now()
+        try:
+            resource = parse_resource_id(resource)
+            source = str(parse_kv_ref(ref))
+            info = await self._store.create(
+                resource,
+                kind="vault-kv",
+                sealed=b"",
+                size=0,
+                actor=ctx.actor,
+                now=now,
+                source=source,
+            )
+        except BrokerError as exc:
+            await self._failed("admin.secret_linked", ctx, now, resource, exc)
+            raise
+        await self._audited("admin.secret_linked", ctx, now, resource, version=1, detail=source)
+        return info
 
     async def _create(
         self,

@@ -14,12 +14,22 @@ from dataclasses import dataclass
 
 import structlog
 
-from broker.errors import BrokerError, ReleaseDenied, ResourceNotFound
+from broker.errors import BackendError, BrokerError, ReleaseDenied, ResourceNotFound
 from broker.keys.jwk import thumbprint
+from broker.keys.material import SecretBytes
 from broker.keys.wrap import WrapContext, algorithm_for, wrap
 from broker.policy.evaluate import evaluate
 from broker.policy.model import ReleaseRequest
-from broker.ports import AuditSink, Clock, KEKService, KeyStore, ResourceInfo
+from broker.ports import (
+    AuditSink,
+    Clock,
+    KEKService,
+    KeyStore,
+    ResourceInfo,
+    SecretSource,
+    StoredValue,
+    parse_kv_ref,
+)
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder
@@ -47,6 +57,7 @@ class ReleaseService:
         policies: PolicyHolder,
         *,
         allowed_wrap_algs: frozenset[str],
+        kv: SecretSource | None = None,
     ) -> None:
         self._store = store
         self._kek = kek
@@ -54,6 +65,16 @@ class ReleaseService:
         self._clock = clock
         self._policies = policies
         self._allowed = allowed_wrap_algs
+        self._kv = kv
+
+    async def _value(self, stored: StoredValue) -> SecretBytes:
+        info = stored.info
+        if info.kind == "vault-kv":
+            if self._kv is None:
+                raise BackendError(f"{info.id} is kept in Vault, but no Vault is configured")
+            ref = parse_kv_ref(info.source)
+            return await self._kv.read(ref.path, field=ref.field, version=ref.version)
+        return await self._kek.unseal(stored.sealed, resource=info.id, version=stored.version)
 
     async def release(
         self,
@@ -100,7 +121,7 @@ class ReleaseService:
                 raise ResourceNotFound(f"no resource {resource}")
             # Absence, retirement and the minimum version are decided after policy.
             stored = await self._store.get_version(resource, wanted)
-            plaintext = await self._kek.unseal(stored.sealed, resource=resource, version=wanted)
+            plaintext = await self._value(stored)
             wrapped = wrap(
                 token.tee_pubkey,
                 plaintext.reveal(),
@@ -109,13 +130,14 @@ class ReleaseService:
             )
         except BrokerError as exc:
             reasons = exc.reasons if isinstance(exc, ReleaseDenied) else ()
+            failed = isinstance(exc, BackendError)
             await record(
                 self._audit,
                 event(
-                    "resource.denied",
+                    "resource.failed" if failed else "resource.denied",
                     ctx,
                     now,
-                    decision="deny",
+                    decision="error" if failed else "deny",
                     claims={"claims": dict(token.claims), "flags": dict(token.flags)},
                     reasons=reasons,
                     version=version,

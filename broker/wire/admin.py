@@ -24,8 +24,10 @@ class RotateKey(msgspec.Struct, forbid_unknown_fields=True):
 
 class PutSecret(msgspec.Struct, forbid_unknown_fields=True):
     id: str
-    # Standard base64 of the secret bytes.
-    value: str
+    # Standard base64 of the secret bytes; or, instead,
+    value: str | None = None
+    # a Vault KV v2 reference "path#field" or "path#field@version", read at release time.
+    vault_kv: str | None = None
 
 
 class VersionInfo(msgspec.Struct):

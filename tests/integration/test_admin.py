@@ -52,8 +52,16 @@ async def test_key_lifecycle(client: Client, admin_headers: dict[str, str]) -> N
         shown["kind"] == "data-key" and shown["size"] == 32 and shown["created_by"] == "token:admin"
     )
     assert set(shown) == {
-        "id", "kind", "current_version", "min_release_version", "rotate_every", "last_rotated_at",
-        "created_at", "created_by", "size", "versions",
+        "id",
+        "kind",
+        "current_version",
+        "min_release_version",
+        "rotate_every",
+        "last_rotated_at",
+        "created_at",
+        "created_by",
+        "size",
+        "versions",
     }
     assert shown["versions"][0]["state"] == "active"
     assert (await client.delete("/v1/keys/default/key/one", headers=admin_headers)).status == 204

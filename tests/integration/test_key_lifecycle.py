@@ -5,18 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from broker.client.session import _token_jti
 from broker.config import Settings
 from broker.keys.unwrap import ClientKeyPair, unwrap
 from broker.keys.wrap import WrapContext
-from broker.client.session import _token_jti
 from broker.wiring import Services
 from tests.fakes import FakeClock
+from tests.integration.backends import vault_backed
 from tests.integration.kbs_helpers import attest, create_key, error_of
+from tests.integration.openbao_fixture import openbao  # noqa: F401
 
 Client = TestClient[Any, Any]
 KEY = "default/key/disk"
+
+
+@pytest.fixture(params=["local", "openbao"])
+def settings(settings: Settings, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Every test of this suite runs on the local store and on a real OpenBao transit key."""
+    if request.param == "local":
+        return settings
+    return vault_backed(settings, request.getfixturevalue("openbao"), tmp_path)
 
 
 async def _get(

@@ -126,7 +126,7 @@ async def test_kill_9_mid_rotation(settings: Settings, clock: FakeClock) -> None
     expected = await _readable(svc)
     await svc.close()
     for delay in (0.05, 0.15, 0.3, 0.6, 1.0):
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 - the child runs unattended
             [
                 sys.executable,
                 "-m",
@@ -140,7 +140,7 @@ async def test_kill_9_mid_rotation(settings: Settings, clock: FakeClock) -> None
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(delay)
+        time.sleep(delay)  # noqa: ASYNC251 - nothing else runs meanwhile
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

@@ -42,7 +42,7 @@ async def test_racing_schedulers_rotate_once(settings: Settings, clock: FakeCloc
         await a.keys.create_key(KEY, ADMIN, rotate_every="1h")
         clock.advance(3600)
         results = await asyncio.gather(a.rotation.run_once(), b.rotation.run_once())
-        assert sorted(sum(results, [])) == [KEY]
+        assert sorted(r for result in results for r in result) == [KEY]
         assert (await a.store.info(KEY)).current_version == 2
     finally:
         await a.close()

@@ -206,7 +206,7 @@ def test_inclusion_failures_name_the_check() -> None:
     ]
     for args, message in cases:
         with pytest.raises(MerkleProofError, match=message) as info:
-            verify_inclusion(*args)  # type: ignore[arg-type]
+            verify_inclusion(*args)
         assert info.value.code == "MerkleProofInvalid"
 
 

@@ -23,6 +23,7 @@ from broker.audit.receipt import (
     verify_receipt_record,
 )
 from tests.unit.audit._factory import make_chain
+from tests.unit.audit.test_checkpoint import _doc_block, _example_chain_leaves
 
 ORIGIN = "broker.example/audit"
 NOW = datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -187,3 +188,14 @@ def test_arbitrary_dicts_raise_only_receipt_errors(data: dict[str, object]) -> N
     """Arbitrary JSON-ish objects never parse into a verifying receipt, and raise only ReceiptError."""
     with pytest.raises(ReceiptError):
         verify_receipt(Receipt.from_dict(data), TRUSTED)
+
+
+def test_documented_receipt_verifies_against_documented_checkpoint() -> None:
+    """The receipt in the docs verifies and is included in the documented checkpoint."""
+    trusted = trusted_keys([_doc_block("verifier-key").strip()])
+    receipt = Receipt.from_dict(json.loads(_doc_block("json")))
+    verify_receipt(receipt, trusted)
+    cp = verify_checkpoint(_doc_block("checkpoint"), trusted)
+    leaves = _example_chain_leaves()
+    assert receipt.leaf_hash == leaves[1]
+    verify_receipt_inclusion(receipt, [leaves[0]], cp)
