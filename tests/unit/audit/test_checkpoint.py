@@ -383,3 +383,14 @@ def test_every_verifier_key_round_trips() -> None:
     for _ in range(40):
         key = AuditKey.generate(ORIGIN)
         assert parse_verifier_key(key.verifier_key())[0] == key.key_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.one_of(st.text(max_size=120), st.just(GO_VERIFIER_KEY).map(lambda k: k[:-3])))
+def test_arbitrary_verifier_key_text_raises_only_key_errors(text: str) -> None:
+    """Arbitrary text never parses as a verifier key unless it is one; only AuditKeyInvalid escapes."""
+    try:
+        key_id, _ = parse_verifier_key(text)
+    except AuditKeyInvalid:
+        return
+    assert text.strip().startswith(key_id + "+")
