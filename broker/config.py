@@ -45,6 +45,12 @@ class EvidenceSettings:
     roots_dir: str = ""
     # Operator-loaded collateral (AMD KDS / Intel PCS responses) for air-gapped sites.
     collateral_dir: str = ""
+    # Fetch missing collateral from AMD KDS / Intel PCS (into collateral_dir when set).
+    collateral_online: bool = False
+    # DCAP collateral older than this (file time) is refused; its nextUpdate also applies.
+    collateral_max_age_seconds: int = 30 * 86400
+    amd_kds_url: str = "https://kdsintf.amd.com"
+    intel_pcs_url: str = "https://api.trustedservices.intel.com"
     max_evidence_bytes: int = 512 * 1024
     max_age_seconds: int = 300
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from broker.errors import MalformedRequest
+from broker.evidence.collateral import CollateralRequest
 from broker.keys.material import SecretBytes
 
 # Version states: released only while "active"; "destroyed" has no material left.
@@ -184,6 +185,17 @@ class SecretSource(Protocol):
     """An external store the broker reads a secret from at release time."""
 
     async def read(self, path: str, *, field: str, version: int | None = None) -> SecretBytes: ...
+
+
+class CollateralSource(Protocol):
+    async def fetch(self, req: CollateralRequest) -> Mapping[str, bytes]:
+        """The collateral documents for ``req``, keyed as VerifyContext.collateral.
+
+        Raises:
+            CollateralError: the source has no (usable) collateral for ``req``.
+            BackendError: a backend the source depends on is unreachable.
+        """
+        ...
 
 
 class AuditSink(Protocol):

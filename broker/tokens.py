@@ -80,6 +80,7 @@ def issue(
     evidence_digest: str,
     now: datetime,
     ttl_seconds: int,
+    wrap_alg: str = "",
 ) -> tuple[str, TokenClaims]:
     iat = int(now.timestamp())
     info = TokenClaims(
@@ -106,11 +107,12 @@ def issue(
                 "ear.appraisal-policy-id": policy_digest,
                 "ear.veraison.annotated-evidence": {"tee": tee, "claims": dict(claims)},
                 "ear.veraison.policy-claims": {"flags": dict(flags)},
-                "ear.veraison.key-attestation": {"akpub": dict(tee_pubkey)},
+                "ear.veraison.key-attestation": {"akpub": dict(tee_pubkey), "alg": wrap_alg},
             }
         },
         "tee": tee,
         "tee-pubkey": dict(tee_pubkey),
+        "wrap_alg": wrap_alg,
         "evidence_digest": evidence_digest,
         "policy_digest": policy_digest,
     }

@@ -8,8 +8,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
+
+from broker.adapters.collateral import CachedCollateral, EvidenceSuppliedCollateral
+from broker.adapters.collateral_online import OnlineCollateral
 from broker.adapters.datadir import (
     ADMIN_TOKEN_FILE,
     AUDITOR_TOKEN_FILE,
@@ -33,7 +38,7 @@ from broker.config import Settings
 from broker.errors import ConfigError
 from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
 from broker.keys.wrap import ALL_ALGORITHMS
-from broker.ports import Clock, KEKService, RootKeyManager
+from broker.ports import Clock, CollateralSource, KEKService, RootKeyManager
 from broker.service.admin import AdminAuth, AdminService
 from broker.service.attest import AttestLimits, AttestService
 from broker.service.challenge import ChallengeService
@@ -64,6 +69,7 @@ class Services:
     rotation: RotationScheduler
     root_key: RootKeyService
     vault: VaultClient | None
+    online_collateral: OnlineCollateral | None
     admin: AdminService
     admin_auth: AdminAuth
 
@@ -72,6 +78,8 @@ class Services:
         await self.db.close()
         if self.vault is not None:
             self.vault.close()
+        if self.online_collateral is not None:
+            await self.online_collateral.close()
 
 
 def _admin_tokens(settings: Settings, data: Path) -> dict[str, str]:
@@ -162,6 +170,30 @@ async def _key_backend(settings: Settings, store: SQLiteKeyStore) -> KeyBackend:
     return KeyBackend(kek=local, root_keys=LocalRootKeyManager(data, local, store))
 
 
+def _collateral_source(
+    settings: Settings, clock: Clock
+) -> tuple[CollateralSource, OnlineCollateral | None]:
+    ev = settings.evidence
+    online = (
+        OnlineCollateral(
+            aiohttp.ClientSession, amd_kds_url=ev.amd_kds_url, intel_pcs_url=ev.intel_pcs_url
+        )
+        if ev.collateral_online
+        else None
+    )
+    if ev.collateral_dir:
+        cached = CachedCollateral(
+            Path(ev.collateral_dir),
+            max_age=timedelta(seconds=ev.collateral_max_age_seconds),
+            upstream=online,
+            clock=clock,
+        )
+        return cached, online
+    if online is not None:
+        return online, online
+    return EvidenceSuppliedCollateral(), None
+
+
 async def open_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     """Raises ConfigError/PolicyError/BackendError: the broker must not start."""
     clock = clock or SystemClock()
@@ -192,6 +224,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         await db.close()
         raise
     kek = backend.kek
+    collateral, online = _collateral_source(settings, clock)
     keys = KeyLifecycle(store, kek, audit, clock, max_secret_bytes=settings.keys.max_secret_bytes)
     return Services(
         settings=settings,
@@ -217,6 +250,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
             policies,
             token_key,
             anchors,
+            collateral,
             issuer=settings.kbs.issuer,
             limits=AttestLimits(
                 token_ttl=settings.kbs.token_ttl_seconds,
@@ -232,6 +266,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         rotation=RotationScheduler(keys, clock, interval=settings.keys.rotation_check_seconds),
         root_key=RootKeyService(backend.root_keys, audit, clock),
         vault=backend.vault,
+        online_collateral=online,
         admin=AdminService(audit, clock, policies),
         admin_auth=AdminAuth(tokens),
     )

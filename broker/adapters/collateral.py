@@ -33,14 +33,13 @@ import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from cryptography import x509
 
 from broker.errors import BackendError, CollateralError
 from broker.evidence.collateral import DCAP_TEES, SNP_PRODUCTS, CollateralRequest
 from broker.evidence.dcap_collateral import MAX_COLLATERAL_SIZE, Collateral, parse_time
-from broker.ports import Clock
+from broker.ports import Clock, CollateralSource
 
 __all__ = [
     "DCAP_TEES",
@@ -56,17 +55,6 @@ __all__ = [
 ]
 
 MAX_VCEK_SIZE = 16 * 1024
-
-
-class CollateralSource(Protocol):
-    async def fetch(self, req: CollateralRequest) -> Mapping[str, bytes]:
-        """The collateral documents for ``req``, keyed as VerifyContext.collateral.
-
-        Raises:
-            CollateralError: the source has no (usable) collateral for ``req``.
-            BackendError: a backend the source depends on is unreachable.
-        """
-        ...
 
 
 class SystemClock:

@@ -29,6 +29,7 @@ from typing import Any
 
 import cel
 
+from broker.keys.algorithms import ALGORITHM_STRENGTH
 from broker.policy.model import (
     ConditionResult,
     Decision,
@@ -88,7 +89,10 @@ def evaluate(
             "version": request.version,
             "is_current": request.is_current,
         },
-        "request": {"wrap_alg": request.wrap_alg},
+        "request": {
+            "wrap_alg": request.wrap_alg,
+            "wrap_strength": ALGORITHM_STRENGTH.get(request.wrap_alg, 0),
+        },
     }
     try:
         context = cel.Context(variables=variables)

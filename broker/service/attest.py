@@ -3,8 +3,10 @@
 Steps: (1) the session exists and its nonce is unexpired; (2) the runtime
 nonce is the session's; (3) the nonce is consumed (single use, before any
 verification, so a failed attempt cannot be retried with the same nonce);
-(4) the tee-pubkey is a key we can wrap to; (5) the TEE's verifier checks the
-evidence and its binding to SHA-384(JCS(runtime data)); (6) a token is
+(4) the tee-pubkey is a key we can wrap to; (5) collateral the evidence does
+not carry (a VCEK, DCAP collateral) comes from the CollateralSource; (6) the
+TEE's verifier checks the evidence and its binding to SHA-384(JCS(runtime
+data)); (7) a token is
 issued and the decision is audited before it is returned.
 """
 
@@ -20,10 +22,11 @@ import structlog
 from broker.errors import BrokerError, FreshnessError, NonceExpired, SessionMissing
 from broker.evidence import TrustAnchors, get_verifier
 from broker.evidence.binding import expectation_for
+from broker.evidence.collateral import collateral_request
 from broker.evidence.model import VerifyContext
 from broker.keys.jwk import thumbprint
 from broker.keys.wrap import algorithm_for
-from broker.ports import AuditSink, Clock, SessionStore
+from broker.ports import AuditSink, Clock, CollateralSource, SessionStore
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder
@@ -57,6 +60,7 @@ class AttestService:
         policies: PolicyHolder,
         token_key: TokenKey,
         anchors: TrustAnchors,
+        collateral: CollateralSource,
         *,
         issuer: str,
         limits: AttestLimits,
@@ -67,6 +71,7 @@ class AttestService:
         self._policies = policies
         self._token_key = token_key
         self._anchors = anchors
+        self._collateral = collateral
         self._issuer = issuer
         self._limits = limits
 
@@ -86,12 +91,17 @@ class AttestService:
             await self._sessions.consume_session(session.id)
             alg = algorithm_for(req.tee_pubkey, allowed=self._limits.allowed_wrap_algs)
             expect = expectation_for(req.nonce, dict(req.tee_pubkey), req.additional_evidence)
+            needed = collateral_request(
+                tee, req.primary_evidence, max_evidence_bytes=self._limits.max_evidence_bytes
+            )
+            collateral = await self._collateral.fetch(needed) if needed is not None else {}
             verified = get_verifier(tee).verify(
                 req.primary_evidence,
                 VerifyContext(
                     now=now,
                     anchors=self._anchors,
                     expect=expect,
+                    collateral=collateral,
                     max_evidence_bytes=self._limits.max_evidence_bytes,
                     max_age_seconds=self._limits.max_age_seconds,
                 ),
@@ -122,6 +132,7 @@ class AttestService:
             evidence_digest=verified.evidence_digest,
             now=now,
             ttl_seconds=self._limits.token_ttl,
+            wrap_alg=alg,
         )
         await self._sessions.set_session_token(session.id, token)
         await record(
