@@ -102,24 +102,30 @@ class SQLiteKeyStore:
         return _info(row)
 
     async def get_version(self, resource: str, version: int | None) -> StoredValue:
-        info = await self.info(resource)
-        wanted = info.current_version if version is None else version
+        # One round trip: the release path calls this for every key it sends.
         row = await self._one(
-            "SELECT state, sealed FROM resource_versions WHERE resource = ? AND version = ?",
-            (resource, wanted),
+            "SELECT r.*, v.version AS v_version, v.state AS v_state, v.sealed AS v_sealed"
+            " FROM resources r LEFT JOIN resource_versions v"
+            " ON v.resource = r.id AND v.version = COALESCE(?, r.current_version)"
+            " WHERE r.id = ?",
+            (version, resource),
         )
         if row is None:
+            raise ResourceNotFound(f"no resource {resource}")
+        info = _info(row)
+        wanted = info.current_version if version is None else version
+        if row["v_version"] is None:
             raise ResourceNotFound(f"resource {resource} has no version {wanted}")
-        if row["state"] == DESTROYED or row["sealed"] is None:
+        if row["v_state"] == DESTROYED or row["v_sealed"] is None:
             raise KeyVersionDestroyed(f"version {wanted} of {resource} was destroyed")
-        if row["state"] == RETIRED:
+        if row["v_state"] == RETIRED:
             raise KeyVersionNotReleasable(f"version {wanted} of {resource} is retired")
         if wanted < info.min_release_version:
             raise KeyVersionNotReleasable(
                 f"version {wanted} of {resource} is below its minimum release version"
                 f" {info.min_release_version}"
             )
-        return StoredValue(info=info, version=wanted, sealed=bytes(row["sealed"]))
+        return StoredValue(info=info, version=wanted, sealed=bytes(row["v_sealed"]))
 
     async def add_version(
         self,

@@ -18,6 +18,7 @@ Accepted shapes (everything else raises ``UnsupportedKey``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -90,7 +91,8 @@ class RecipientKey:
 
 
 def parse_public_jwk(jwk: Mapping[str, Any]) -> RecipientKey:
-    """Validate ``jwk`` and choose its wrapping algorithm.
+    """Validate ``jwk`` and choose its wrapping algorithm (cached: one enclave's
+    key is parsed for every resource it fetches).
 
     Raises:
         UnsupportedKey: not a JSON object, private members present, unknown or
@@ -100,6 +102,21 @@ def parse_public_jwk(jwk: Mapping[str, Any]) -> RecipientKey:
     # (1) Shape: a small object with string member names.
     if not isinstance(jwk, Mapping):
         raise UnsupportedKey("tee-pubkey must be a JWK object")
+    if len(jwk) <= MAX_MEMBERS and all(isinstance(v, str) for v in jwk.values()):
+        try:
+            items = tuple(sorted(jwk.items()))
+        except TypeError:  # non-string member names: refused below
+            return _parse_uncached(jwk)
+        return _parse_cached(items)
+    return _parse_uncached(jwk)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(items: tuple[tuple[str, str], ...]) -> RecipientKey:
+    return _parse_uncached(dict(items))
+
+
+def _parse_uncached(jwk: Mapping[str, Any]) -> RecipientKey:
     if len(jwk) > MAX_MEMBERS or not all(isinstance(name, str) for name in jwk):
         raise UnsupportedKey("tee-pubkey has too many or non-string members")
     # (2) A private key sent by mistake is refused outright, whatever its type.
