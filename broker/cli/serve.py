@@ -103,6 +103,11 @@ def serve(
         settings = _settings(config, dev, data_dir, port, host, policies)
     except BrokerError as exc:
         raise click.ClickException(exc.diagnostics()) from None
+    if not Path(settings.policy.dir).is_dir():
+        raise click.ClickException(
+            f"policy directory {settings.policy.dir!r} not found: run from the repository root"
+            " (it holds policies/) or pass --policies DIR"
+        )
     configure_logging(settings.log.format, settings.log.level)
     try:
         _run_loop(_run(settings))
