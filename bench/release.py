@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench import floors
 from bench.common import Budget, Rate, Result, compare, percentile
 from bench.loader import Attested, PhaseStats, attest, fetch, new_session, run_bounded
+from bench.openbao_side import run_openbao_side
 from bench.server import Server, SubprocessServer, start_server
 from broker import tokens
 from broker.keys import sealing
@@ -166,7 +167,7 @@ def _merge(first: list[Rate], second: list[Rate]) -> list[Rate]:
     ]
 
 
-async def _run(budget: Budget, mode: str, result: Result) -> None:
+async def _run(budget: Budget, mode: str, result: Result, include_openbao: bool) -> None:
     sides = [floor_op(), library_op()]
     before = compare(sides, budget)
     server = await start_server(mode)
@@ -182,6 +183,16 @@ async def _run(budget: Budget, mode: str, result: Result) -> None:
             _check(result, row, stats)
     finally:
         await server.stop()
+    if include_openbao:
+        rows, notes = await run_openbao_side(budget)
+        for row in rows:
+            row["releases per op"] = 1
+            result.rows.append(row)
+            if row["errors"]:
+                result.errors.append(
+                    f"{row['phase']} at concurrency {row['conc']}: {row['errors']} errors"
+                )
+        result.notes.extend(notes)
     floor_rate, library_rate = _merge(before, compare(sides, budget))
     _add_ratios(result, floor_rate, library_rate)
     result.extra["server"] = {"mode": mode, "cpu scope": server.cpu_scope}
@@ -236,11 +247,11 @@ def _add_ratios(result: Result, floor_rate: Rate, library_rate: Rate) -> None:
     )
 
 
-def run(budget: Budget, mode: str = "subprocess") -> Result:
+def run(budget: Budget, mode: str = "subprocess", *, openbao: bool = True) -> Result:
     result = Result(
         name="release",
         title="key releases over HTTP on 127.0.0.1 vs the release floor",
         columns=COLUMNS,
     )
-    asyncio.run(_run(budget, mode, result))
+    asyncio.run(_run(budget, mode, result, openbao))
     return result

@@ -89,7 +89,7 @@ class SubprocessServer:
 
     cpu_scope = "server process only (/proc/<pid>/stat utime+stime)"
 
-    def __init__(self) -> None:
+    def __init__(self, config_toml: str = "") -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="broker-bench-")
         folder = Path(self._tmp.name)
         data, policies = _prepare(folder)
@@ -101,6 +101,10 @@ class SubprocessServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         command = [sys.executable, "-m", "broker.cli", "serve", "--dev", "--host", HOST]
         command += ["--port", str(port), "--data-dir", str(data), "--policies", str(policies)]
+        if config_toml:
+            config = folder / "broker.toml"
+            config.write_text(config_toml)
+            command += ["--config", str(config)]
         self.proc = subprocess.Popen(
             command,
             stdout=self._log,

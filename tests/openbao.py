@@ -94,6 +94,8 @@ class OpenBaoServer:
     transit_key: str = DEFAULT_TRANSIT_KEY
     # HTTPS with a CA that dev mode generates (``ca_path``), for TLS verification tests.
     tls: bool = False
+    # HCL merged into the dev server's configuration (e.g. an audit device block).
+    extra_config: str = ""
     role_id: str = field(default="", repr=False)
     secret_id: str = field(default="", repr=False)
     log_path: Path | None = None
@@ -140,6 +142,10 @@ class OpenBaoServer:
             f"-dev-root-token-id={self.root_token}",
             f"-dev-listen-address=127.0.0.1:{self.port}",
         ]
+        if self.extra_config:
+            extra = home / "extra.hcl"
+            extra.write_text(self.extra_config)
+            argv.append(f"-config={extra}")
         if self.tls:
             (home / "tls").mkdir(exist_ok=True)
             argv += ["-dev-tls", f"-dev-tls-cert-dir={home / 'tls'}"]
