@@ -34,7 +34,9 @@ def test_documented_cli_commands_exist() -> None:
     runner = CliRunner()
     blocks = "\n".join(re.findall(r"```sh\n(.*?)```", README, re.S))
     code = "\n".join(line.split("#")[0] for line in blocks.splitlines())
-    for line in re.findall(r"(?:\.venv/bin/)?broker ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", code):
+    for line in re.findall(
+        r"(?:^|[\s;&|])(?:\.venv/bin/)?broker ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", code, re.M
+    ):
         words = [w for w in line.split() if not w.startswith("-")]
         result = runner.invoke(cli, [*words, "--help"])
         if result.exit_code != 0:  # a one-word command followed by an argument
