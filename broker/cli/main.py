@@ -10,6 +10,7 @@ from broker.cli.client import client
 from broker.cli.evidence import evidence
 from broker.cli.keys import keys
 from broker.cli.policy import policy
+from broker.cli.refs import refs
 from broker.cli.root_key import root_key
 from broker.cli.serve import serve
 
@@ -23,6 +24,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(policy)
+cli.add_command(refs)
 cli.add_command(audit)
 cli.add_command(client)
 cli.add_command(evidence)

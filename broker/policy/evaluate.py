@@ -19,11 +19,15 @@ Order of evaluation (docs/policy-language.md, "Semantics"):
 (4) An allow rule takes effect when every condition returns ``true``; an
     error or a non-bool counts as false. Any -> allow.
 (5) Otherwise deny with ``rule.failed:<policy>/<rule>#<index>`` per allow rule.
+
+Policies with ``mode: shadow`` take no part in these steps; each one that
+governs the resource runs them alone, into ``Decision.shadow``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +38,14 @@ from broker.policy.model import (
     ConditionResult,
     Decision,
     Effect,
+    Mode,
     Policy,
     PolicySet,
     Reason,
     ReleaseRequest,
     Rule,
     RuleTrace,
+    ShadowResult,
 )
 from broker.policy.refs import refs_context
 
@@ -56,13 +62,41 @@ def evaluate(
     now: datetime,
 ) -> Decision:
     """The decision for releasing ``request.resource`` to this TEE. Never raises
-    for any claims: what cannot be evaluated denies."""
+    for any claims: what cannot be evaluated denies.
+
+    Only ``mode: enforce`` policies decide. Each ``mode: shadow`` policy that
+    governs the resource is evaluated on its own as well, and its would-be
+    outcome is reported in ``Decision.shadow``; it never changes ``allow``.
+    """
+    enforced = [p for p in policies.policies if p.mode is Mode.ENFORCE]
+    decision = _evaluate(enforced, policies, tee, claims, flags, request, now)
+    shadows = []
+    for policy in policies.policies:
+        if policy.mode is Mode.SHADOW and policy.governs(request.resource):
+            alone = _evaluate([policy], policies, tee, claims, flags, request, now)
+            shadows.append(
+                ShadowResult(policy.name, alone.allow, alone.reasons, alone.matched_rule)
+            )
+    if not shadows:
+        return decision
+    return replace(decision, shadow=tuple(shadows))
+
+
+def _evaluate(
+    candidates: list[Policy],
+    policies: PolicySet,
+    tee: str,
+    claims: Mapping[str, Any],
+    flags: Mapping[str, bool],
+    request: ReleaseRequest,
+    now: datetime,
+) -> Decision:
     digest = policies.digest
     # (1) Which policies govern the resource.
     segments = request.resource.split("/")
     if len(segments) != 3 or not all(segments):
         return _deny(digest, Reason("resource.invalid", "resource must be repo/type/tag"))
-    applicable = [p for p in policies.policies if p.governs(request.resource)]
+    applicable = [p for p in candidates if p.governs(request.resource)]
     if not applicable:
         return _deny(digest, Reason("policy.none", f"no policy governs {request.resource}"))
     # (2) Which rules speak about this TEE.
@@ -72,10 +106,33 @@ def evaluate(
         return _deny(
             digest, Reason("policy.no_rule_for_tee", f"no rule of {names} names tee {tee}")
         )
+    try:
+        context = cel_context(policies, rules, tee, claims, flags, request, now)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return _deny(digest, Reason("context.invalid", _short(exc)))
+    expired = {r.name for r in policies.refs if r.expired(now)}
+    return _decide(rules, context, expired, digest)
+
+
+def cel_context(
+    policies: PolicySet,
+    rules: Iterable[tuple[Policy, Rule]],
+    tee: str,
+    claims: Mapping[str, Any],
+    flags: Mapping[str, bool],
+    request: ReleaseRequest,
+    now: datetime,
+) -> Any:
+    """The CEL context these rules run in (shared with ``explain``).
+
+    Raises:
+        ValueError, TypeError, OverflowError: a value CEL cannot hold.
+    """
+    segments = request.resource.split("/")
     # Only the sets these rules name: converting values into CEL dominates
     # the cost of a call, and an unnamed set cannot change the outcome.
     wanted = {ref for _, rule in rules for cond in rule.conditions for ref in cond.refs}
-    refs, expired = refs_context((r for r in policies.refs if r.name in wanted), now)
+    refs, _ = refs_context((r for r in policies.refs if r.name in wanted), now)
     variables = {
         "tee": tee,
         "claims": dict(claims),
@@ -94,11 +151,7 @@ def evaluate(
             "wrap_strength": ALGORITHM_STRENGTH.get(request.wrap_alg, 0),
         },
     }
-    try:
-        context = cel.Context(variables=variables)
-    except (ValueError, TypeError, OverflowError) as exc:
-        return _deny(digest, Reason("context.invalid", _short(exc)))
-    return _decide(rules, context, expired, digest)
+    return cel.Context(variables=variables)
 
 
 def _decide(

@@ -19,9 +19,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from broker.errors import PolicyError
-from broker.policy import _cel
+from broker.policy import _cel, _paths, typecheck
 from broker.policy.load import Collected, collect, read_policy_dir
-from broker.policy.model import Diagnostic, Effect, Policy, RefSet, Rule
+from broker.policy.model import (
+    Condition,
+    Diagnostic,
+    Effect,
+    Environment,
+    Policy,
+    RefSet,
+    Rule,
+)
 
 EXPIRY_WARNING = timedelta(days=30)
 ERROR = "error"
@@ -36,6 +44,15 @@ MEASUREMENT_CLAIMS: Mapping[str, tuple[str, ...]] = {
     "az-snp-vtpm": ("snp.measurement", "pcrs_sha256"),
     "az-tdx-vtpm": ("tdx.mr_td", "tdx.rtmr0", "tdx.rtmr1", "tdx.rtmr2", "pcrs_sha256"),
 }
+# Claims and flags that set a floor on the platform's TCB, per TEE (path
+# prefixes below ``claims``/``flags``). Nitro has no TCB to pin.
+TCB_CLAIMS: Mapping[str, tuple[str, ...]] = {
+    "sev-snp": ("claims.reported_tcb", "claims.committed_tcb", "claims.launch_tcb"),
+    "tdx": ("claims.tcb_status", "flags.tcb_", "claims.tee_tcb_svn"),
+    "sgx": ("claims.tcb_status", "flags.tcb_", "claims.cpu_svn"),
+    "az-snp-vtpm": ("claims.snp.reported_tcb", "claims.snp.committed_tcb"),
+    "az-tdx-vtpm": ("claims.tdx.tcb_status", "flags.tcb_", "claims.tdx.tee_tcb_svn"),
+}
 _DEBUG = re.compile(r"debug")
 _HEX_UPPER = re.compile(r"(?=[0-9A-Fa-f]*[A-F])[0-9A-Fa-f]{16,}")
 
@@ -48,16 +65,21 @@ def _claim_pattern(paths: Iterable[str]) -> re.Pattern[str]:
 _MEASUREMENT_RE = {tee: _claim_pattern(paths) for tee, paths in MEASUREMENT_CLAIMS.items()}
 
 
-def lint_dir(path: Path, *, now: datetime) -> list[Diagnostic]:
-    """Every problem in a policy directory, errors first within each file."""
+def lint_dir(path: Path, *, now: datetime, production: bool = False) -> list[Diagnostic]:
+    """Every problem in a policy directory, errors first within each file.
+
+    ``production`` makes a policy marked ``environment: dev`` an error.
+    """
     try:
         files = read_policy_dir(path)
     except PolicyError as exc:
         return [Diagnostic(exc.path, exc.line, exc.col, ERROR, exc.message)]
-    return lint_texts(files, now=now, base=str(path))
+    return lint_texts(files, now=now, base=str(path), production=production)
 
 
-def lint_texts(files: Mapping[str, bytes], *, now: datetime, base: str = "") -> list[Diagnostic]:
+def lint_texts(
+    files: Mapping[str, bytes], *, now: datetime, base: str = "", production: bool = False
+) -> list[Diagnostic]:
     found = collect(files, base=base)
     out = [Diagnostic(e.path, e.line, e.col, ERROR, e.message) for e in found.errors]
     for name in found.ignored:
@@ -67,6 +89,18 @@ def lint_texts(files: Mapping[str, bytes], *, now: datetime, base: str = "") -> 
     for policy in found.policies:
         text = files.get(_relative(policy.path, base), b"").decode("utf-8", "replace")
         out += _lint_policy(policy, text)
+        out += _type_errors(policy, found.refs, text)
+        if production and policy.environment is Environment.DEV:
+            out.append(
+                Diagnostic(
+                    policy.path,
+                    policy.line,
+                    policy.col,
+                    ERROR,
+                    f"policy {policy.name!r} is marked environment: dev, "
+                    "which a production policy set must not hold",
+                )
+            )
     out += _lint_refs(found, now)
     return sorted(out, key=lambda d: (d.path, d.line, d.col, d.severity))
 
@@ -81,7 +115,47 @@ def _lint_policy(policy: Policy, text: str) -> list[Diagnostic]:
         out += _lint_rule(policy, rule)
     for tee in sorted({t for r in policy.rules for t in r.tees} - {"sample"}):
         out += _lint_debug(policy, tee)
+        out += _lint_tcb(policy, tee)
     return out
+
+
+def _type_errors(policy: Policy, refs: Iterable[RefSet], text: str) -> list[Diagnostic]:
+    lines = text.splitlines()
+    out = []
+    for finding in typecheck.check_policy(policy, refs):
+        line, col = _offset_position(finding.condition, finding.offset, lines)
+        out.append(Diagnostic(policy.path, line, col, ERROR, finding.message))
+    return out
+
+
+def _offset_position(cond: Condition, offset: int, lines: list[str]) -> tuple[int, int]:
+    """File position of ``offset`` inside a condition written on one line."""
+    if "\n" in cond.source[:offset] or not 0 < cond.line <= len(lines):
+        return cond.line, cond.col
+    start = lines[cond.line - 1][cond.col - 1 : cond.col]
+    quote = 1 if start in ("'", '"') else 0
+    return cond.line, cond.col + quote + offset
+
+
+def _lint_tcb(policy: Policy, tee: str) -> list[Diagnostic]:
+    prefixes = TCB_CLAIMS.get(tee)
+    rules = [r for r in policy.rules if tee in r.tees]
+    allow = [r for r in rules if r.effect is Effect.ALLOW]
+    if prefixes is None or not allow:
+        return []
+    for rule in rules:
+        for cond in rule.conditions:
+            if any(read.dotted.startswith(prefixes) for read in _paths.reads(cond.source)):
+                return []
+    first = allow[0]
+    return [
+        _warn(
+            policy.path,
+            first.line,
+            first.col,
+            f"no TCB floor for {tee}: no rule reads {', '.join(prefixes)}",
+        )
+    ]
 
 
 def _lint_rule(policy: Policy, rule: Rule) -> list[Diagnostic]:
@@ -99,13 +173,14 @@ def _lint_rule(policy: Policy, rule: Rule) -> list[Diagnostic]:
             )
     if rule.effect is not Effect.ALLOW:
         return out
-    if "sample" in rule.tees:
+    if "sample" in rule.tees and policy.environment is not Environment.DEV:
         out.append(
             _warn(
                 policy.path,
                 rule.line,
                 rule.col,
-                f"rule {rule.name!r} allows the sample TEE, which has no hardware root of trust",
+                f"rule {rule.name!r} allows the sample TEE, which has no hardware root of "
+                "trust, in a policy not marked environment: dev",
             )
         )
     for tee in sorted(rule.tees - {"sample"}):

@@ -30,6 +30,8 @@ from broker.policy.model import (
     TEE_NAMES,
     Condition,
     Effect,
+    Environment,
+    Mode,
     Policy,
     PolicySet,
     RefSet,
@@ -37,7 +39,7 @@ from broker.policy.model import (
 )
 from broker.policy.refs import parse_refs_file
 
-_POLICY_KEYS = ("version", "name", "description", "resources", "rules")
+_POLICY_KEYS = ("version", "name", "description", "mode", "environment", "resources", "rules")
 _RULE_KEYS = ("name", "description", "tee", "effect", "when")
 _GLOB_SEGMENT = re.compile(r"[A-Za-z0-9._*-]+")
 MAX_FILES = 1000
@@ -202,6 +204,8 @@ def _parse_policy(stem: str, data: bytes, sink: _yaml.Sink, ref_names: set[str])
     description = (
         _yaml.string(keys["description"][1], sink, "description") if "description" in keys else ""
     )
+    mode = _choice(keys, "mode", Mode, sink) or Mode.ENFORCE
+    environment = _choice(keys, "environment", Environment, sink) or Environment.PRODUCTION
     resources = _resources(keys["resources"][1], sink) if "resources" in keys else ()
     lines = data.decode("utf-8").splitlines()
     rules: list[Rule] = []
@@ -218,7 +222,25 @@ def _parse_policy(stem: str, data: bytes, sink: _yaml.Sink, ref_names: set[str])
         patterns=tuple(_glob_regex(g) for g in resources),
         line=line,
         col=col,
+        mode=Mode(mode),
+        environment=Environment(environment),
     )
+
+
+def _choice(
+    keys: dict[str, tuple[yaml.Node, yaml.Node]],
+    key: str,
+    kind: type[Mode] | type[Environment],
+    sink: _yaml.Sink,
+) -> str | None:
+    if key not in keys:
+        return None
+    text = _yaml.string(keys[key][1], sink, key)
+    allowed = [m.value for m in kind]
+    if text is not None and text not in allowed:
+        sink.add(f"{key} must be one of {', '.join(allowed)} (got {text[:40]!r})", keys[key][1])
+        return None
+    return text
 
 
 def _resources(node: yaml.Node, sink: _yaml.Sink) -> list[str]:

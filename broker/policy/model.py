@@ -28,6 +28,22 @@ class Effect(StrEnum):
     DENY = "deny"
 
 
+class Mode(StrEnum):
+    """``enforce`` policies decide; ``shadow`` ones are evaluated beside them and
+    reported in ``Decision.shadow``, never changing ``Decision.allow``."""
+
+    ENFORCE = "enforce"
+    SHADOW = "shadow"
+
+
+class Environment(StrEnum):
+    """Where a policy is meant to run; ``dev`` quiets the sample-TEE lint warning
+    and ``broker policy lint --production`` refuses it."""
+
+    PRODUCTION = "production"
+    DEV = "dev"
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One CEL expression of a rule's ``when`` list, compiled at load."""
@@ -63,6 +79,8 @@ class Policy:
     patterns: tuple[re.Pattern[str], ...] = field(compare=False, repr=False)
     line: int = 1
     col: int = 1
+    mode: Mode = Mode.ENFORCE
+    environment: Environment = Environment.PRODUCTION
 
     def governs(self, resource_id: str) -> bool:
         return any(p.fullmatch(resource_id) for p in self.patterns)
@@ -81,6 +99,12 @@ class RefSet:
     path: str
     line: int
     col: int
+    version: int = 1
+
+    @property
+    def label(self) -> str:
+        """``name@vN``: how traces and explanations cite a set."""
+        return f"{self.name}@v{self.version}"
 
     def expired(self, now: datetime) -> bool:
         return self.expires is not None and now >= self.expires
@@ -142,12 +166,36 @@ class RuleTrace:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """What one ``mode: shadow`` policy would have decided on its own."""
+
+    policy: str
+    allow: bool
+    reasons: tuple[Reason, ...]
+    matched_rule: str | None = None
+
+    @property
+    def reason_ids(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.reasons)
+
+    def to_dict(self) -> dict[str, object]:
+        """The audit form (see docs/policy-language.md, "Shadow mode")."""
+        return {
+            "policy": self.policy,
+            "decision": "allow" if self.allow else "deny",
+            "reasons": list(self.reason_ids),
+            "matched_rule": self.matched_rule,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
     reasons: tuple[Reason, ...]
     trace: tuple[RuleTrace, ...]
     policy_digest: str
     matched_rule: str | None = None
+    shadow: tuple[ShadowResult, ...] = ()
 
     @property
     def reason_ids(self) -> tuple[str, ...]:

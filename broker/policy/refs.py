@@ -8,6 +8,7 @@ Example::
         description: Launch measurements of the release guest image
         source: build pipeline, image 2025.09
         added_by: security-team
+        version: 3                         # optional, default 1; bumped by `broker refs add`
         expires: "2026-06-30T00:00:00Z"   # optional, RFC 3339 with offset
         values:
           - a1f3...d38c
@@ -26,7 +27,7 @@ import yaml
 from broker.policy import _yaml
 from broker.policy.model import REF_NAME_RE, RefSet
 
-_SET_KEYS = ("description", "source", "added_by", "expires", "values")
+_SET_KEYS = ("description", "source", "added_by", "version", "expires", "values")
 _REQUIRED = ("description", "source", "added_by", "values")
 MAX_VALUES = 10_000
 
@@ -68,6 +69,12 @@ def _parse_set(name: str, key: yaml.Node, node: yaml.Node, sink: _yaml.Sink) -> 
     text = {k: _yaml.string(keys[k][1], sink, f"{what}.{k}") for k in _REQUIRED[:3] if k in keys}
     expires = _expires(keys["expires"][1], sink, what) if "expires" in keys else None
     values = _values(keys["values"][1], sink, what) if "values" in keys else ()
+    version = 1
+    if "version" in keys:
+        number = _yaml.integer(keys["version"][1], sink, f"{what}.version")
+        if number is not None and number < 1:
+            sink.add(f"{what}.version must be 1 or more", keys["version"][1])
+        version = number or 1
     if len(sink.errors) != errors_before:
         return None
     line, col = _yaml.position(key)
@@ -81,6 +88,7 @@ def _parse_set(name: str, key: yaml.Node, node: yaml.Node, sink: _yaml.Sink) -> 
         path=sink.path,
         line=line,
         col=col,
+        version=version,
     )
 
 

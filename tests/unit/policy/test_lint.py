@@ -25,6 +25,7 @@ SNP = doc(
         tee: sev-snp
         when:
           - claims.measurement in refs.good_measurements
+          - claims.reported_tcb.snp >= 8
     """
 )
 
@@ -88,8 +89,10 @@ def test_warns_sample_tee_and_catch_all_glob() -> None:
     assert _messages({"dev.yaml": text}) == [
         "dev.yaml:2:14: warning: resource glob */*/* governs every resource",
         "dev.yaml:4:5: warning: rule 'dev' allows the sample TEE, "
-        "which has no hardware root of trust",
+        "which has no hardware root of trust, in a policy not marked environment: dev",
     ]
+    marked = text.replace(b"version: 1\n", b"version: 1\nenvironment: dev\n")
+    assert not any("sample TEE" in m for m in _messages({"dev.yaml": marked}))
 
 
 def test_warns_on_refs_problems() -> None:
@@ -167,9 +170,21 @@ def test_cli_lint_exit_codes(tmp_path: Path) -> None:
     assert runner.invoke(policy_group, ["lint", "--strict", str(tmp_path)]).exit_code == 1
 
 
-def test_shipped_policies_lint_without_errors() -> None:
-    """The policies shipped in policies/ have no errors; only dev-sample warns."""
+def test_shipped_policies_lint_strict_clean() -> None:
+    """The policies shipped in policies/ have neither errors nor warnings."""
     root = Path(__file__).resolve().parents[3] / "policies"
-    diagnostics = lint_dir(root, now=NOW)
-    assert [d.severity for d in diagnostics] == ["warning"]
-    assert diagnostics[0].path.endswith("dev-sample.yaml")
+    assert [d.format() for d in lint_dir(root, now=NOW)] == []
+
+
+def test_shipped_policies_lint_strict_cli() -> None:
+    """CI gate: ``broker policy lint --strict policies`` exits 0 on the shipped set."""
+    root = Path(__file__).resolve().parents[3] / "policies"
+    result = CliRunner().invoke(policy_group, ["lint", "--strict", str(root)])
+    assert result.exit_code == 0, result.output
+
+
+def test_production_refuses_dev_policies() -> None:
+    """``--production`` turns a policy marked environment: dev into an error."""
+    root = Path(__file__).resolve().parents[3] / "policies"
+    errors = [d for d in lint_dir(root, now=NOW, production=True) if d.severity == "error"]
+    assert [d.path.rsplit("/", 1)[-1] for d in errors] == ["dev-sample.yaml"]
