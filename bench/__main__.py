@@ -1,4 +1,4 @@
-"""``python -m bench [--smoke] [--only NAME] [--json FILE] [--server MODE]``.
+"""``python -m bench [--smoke] [--only NAME] [--json FILE] [--server MODE] [--enclaves N]``.
 
 Runs the benchmarks in order, prints one table each, and exits 1 if any of
 them reported an error (a vector that did not verify, a failed request ...).
@@ -20,10 +20,10 @@ from typing import Any
 
 from bench.common import Budget, Result, quiet_known_warnings, render
 
-BENCHMARKS = ("verify", "wrap", "release")
+BENCHMARKS = ("verify", "wrap", "release", "storm")
 
 
-def _runner(name: str, server: str) -> Callable[[Budget], Result]:
+def _runner(name: str, args: argparse.Namespace) -> Callable[[Budget], Result]:
     # Imported lazily so that --only pays for the imports it needs.
     if name == "verify":
         from bench import verify  # noqa: PLC0415
@@ -33,9 +33,13 @@ def _runner(name: str, server: str) -> Callable[[Budget], Result]:
         from bench import wrap  # noqa: PLC0415
 
         return wrap.run
+    if name == "storm":
+        from bench import storm  # noqa: PLC0415
+
+        return lambda budget: storm.run(budget, enclaves=args.enclaves, profile=args.profile)
     from bench import release  # noqa: PLC0415
 
-    return lambda budget: release.run(budget, mode=server)
+    return lambda budget: release.run(budget, mode=args.server)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +61,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="subprocess",
         help="release: broker as a child process (default; its own CPU time) or in this process",
     )
+    parser.add_argument(
+        "--enclaves",
+        type=int,
+        metavar="N",
+        help="storm: enclaves in the boot storm (default 10,000; 100 with --smoke)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="storm: record the broker with py-spy during the boot storm (.svg, or .txt raw)",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected:
         began = time.perf_counter()
         try:
-            result = _runner(name, args.server)(budget)
+            result = _runner(name, args)(budget)
         except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
             result = Result(name=name, title="failed", columns=[])
             result.errors.append(f"{type(exc).__name__}: {exc}")

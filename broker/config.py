@@ -101,6 +101,19 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """``[audit]``: the transparency log over the audit records."""
+
+    # Names the log in checkpoints and receipts, and the audit key; empty: "<kbs.issuer>/audit".
+    origin: str = ""
+    # A checkpoint is signed this often, when the tree has grown since the last one.
+    checkpoint_interval_seconds: int = 60
+    # Replace client addresses and admin actors by HMAC-SHA256 (key in the data dir)
+    # in CSV and OCSF exports.
+    hash_requesters: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     format: str = "json"
     level: str = "info"
@@ -116,11 +129,16 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     vault: VaultBackendSettings = field(default_factory=VaultBackendSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     dev: bool = False
 
     @property
     def data_path(self) -> Path:
         return Path(self.server.data_dir)
+
+    @property
+    def audit_origin(self) -> str:
+        return self.audit.origin or f"{self.kbs.issuer}/audit"
 
 
 _T = TypeVar("_T")
@@ -192,6 +210,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "admin": AdminSettings,
     "vault": VaultBackendSettings,
     "log": LogSettings,
+    "audit": AuditSettings,
 }
 
 
@@ -240,6 +259,7 @@ def validate(settings: Settings) -> None:
         ("evidence.max_evidence_bytes", settings.evidence.max_evidence_bytes),
         ("keys.max_secret_bytes", settings.keys.max_secret_bytes),
         ("keys.rotation_check_seconds", settings.keys.rotation_check_seconds),
+        ("audit.checkpoint_interval_seconds", settings.audit.checkpoint_interval_seconds),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")
@@ -251,8 +271,15 @@ def validate(settings: Settings) -> None:
         raise ConfigError("keys.backend: must be 'local' or 'vault'")
     if settings.keys.backend == "vault" and not settings.vault.addr:
         raise ConfigError("vault.addr: required when keys.backend is 'vault'")
+    _validate_audit_origin(settings.audit_origin)
     if settings.log.format not in {"json", "console"}:
         raise ConfigError("log.format: must be 'json' or 'console'")
+
+
+def _validate_audit_origin(origin: str) -> None:
+    # The origin is also the audit key's name (C2SP signed-note key name rules).
+    if not 0 < len(origin) <= 256 or "+" in origin or any(c.isspace() for c in origin):
+        raise ConfigError("audit.origin: 1..256 characters, no spaces and no '+'")
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import aiohttp
 
+from broker.adapters.audit_keys import load_or_create_audit_key, load_or_create_requester_key
+from broker.adapters.audit_store import SQLiteTransparencyStore
+from broker.adapters.audit_tree import AuditTree
 from broker.adapters.collateral import CachedCollateral, EvidenceSuppliedCollateral
 from broker.adapters.collateral_online import OnlineCollateral
 from broker.adapters.datadir import (
@@ -35,12 +38,13 @@ from broker.adapters.vault_kek import VaultTransitKEK
 from broker.adapters.vault_kv import VaultKVSource
 from broker.adapters.vault_root_key import VaultRootKeyManager
 from broker.config import Settings
-from broker.errors import ConfigError
+from broker.errors import AuditWriteError, ConfigError
 from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
 from broker.keys.wrap import ALL_ALGORITHMS
 from broker.ports import Clock, CollateralSource, KEKService, RootKeyManager
 from broker.service.admin import AdminAuth, AdminService
 from broker.service.attest import AttestLimits, AttestService
+from broker.service.audit_log import AuditLogService
 from broker.service.challenge import ChallengeService
 from broker.service.context import SystemClock
 from broker.service.keys import KeyLifecycle
@@ -72,6 +76,7 @@ class Services:
     online_collateral: OnlineCollateral | None
     admin: AdminService
     admin_auth: AdminAuth
+    audit_log: AuditLogService
 
     async def close(self) -> None:
         await self.audit.close()
@@ -210,14 +215,14 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     policies = PolicyHolder(Path(settings.policy.dir), now=clock.now())
     db = SQLiteDB(data / "broker.db")
     await db.open()
-    audit = SQLiteAuditLog(data / "audit.db")
     try:
-        await audit.start()
+        audit, audit_log = await _open_audit(settings, data, clock)
     except BaseException:
         await db.close()
         raise
     store, sessions = SQLiteKeyStore(db), SQLiteSessionStore(db)
     try:
+        await audit_log.start()
         backend = await _key_backend(settings, store)
     except BaseException:
         await audit.close()
@@ -260,7 +265,14 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
             ),
         ),
         release=ReleaseService(
-            store, kek, audit, clock, policies, allowed_wrap_algs=allowed, kv=backend.kv
+            store,
+            kek,
+            audit,
+            clock,
+            policies,
+            allowed_wrap_algs=allowed,
+            kv=backend.kv,
+            receipts=audit_log.receipt,
         ),
         keys=keys,
         rotation=RotationScheduler(keys, clock, interval=settings.keys.rotation_check_seconds),
@@ -269,4 +281,42 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         online_collateral=online,
         admin=AdminService(audit, clock, policies),
         admin_auth=AdminAuth(tokens),
+        audit_log=audit_log,
     )
+
+
+async def _open_audit(
+    settings: Settings, data: Path, clock: Clock
+) -> tuple[SQLiteAuditLog, AuditLogService]:
+    """The audit log, its tree (rebuilt from the stored records: O(n)) and the log service.
+
+    Raises:
+        AuditWriteError, ConfigError: the broker must not start.
+    """
+    origin = settings.audit_origin
+    key = load_or_create_audit_key(data, name=origin)
+    requester_key = load_or_create_requester_key(data) if settings.audit.hash_requesters else None
+    tree = AuditTree()
+    audit = SQLiteAuditLog(data / "audit.db", on_commit=tree.append_records)
+    await audit.start()
+    try:
+        # After start (the schema exists) and before any append can run.
+        await tree.load(audit.path)
+        head = await audit.head()
+        if tree.size != (0 if head is None else head.seq + 1):
+            raise AuditWriteError("audit tree and audit log disagree on size", retryable=False)
+    except BaseException:
+        await audit.close()
+        raise
+    service = AuditLogService(
+        tree,
+        SQLiteTransparencyStore(audit.path),
+        key,
+        clock,
+        audit=audit,
+        data_dir=data,
+        origin=origin,
+        interval=settings.audit.checkpoint_interval_seconds,
+        requester_key=requester_key,
+    )
+    return audit, service

@@ -13,7 +13,7 @@ from tests.vectors import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-BENCHMARKS = ("verify", "wrap", "release")
+BENCHMARKS = ("verify", "wrap", "release", "storm")
 
 
 def test_bench_smoke_runs_every_benchmark(tmp_path: Path) -> None:
@@ -33,4 +33,4 @@ def test_bench_smoke_runs_every_benchmark(tmp_path: Path) -> None:
     results = json.loads(out.read_text())["benchmarks"]
     assert set(results) == set(BENCHMARKS)
     assert all(not r["errors"] for r in results.values())
-    assert results["wrap"]["rows"] and results["release"]["rows"]
+    assert results["wrap"]["rows"] and results["release"]["rows"] and results["storm"]["rows"]

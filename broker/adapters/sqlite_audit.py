@@ -122,6 +122,10 @@ class SQLiteAuditLog:
     makes that group's transaction fail and roll back.
 
     ``transactions`` counts committed groups (so tests can see grouping).
+
+    ``on_commit`` is called on the event loop with each group's records
+    after its COMMIT and before any waiter is woken (the transparency tree
+    appends its leaves there, so a receipt never names a record the tree lacks).
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class SQLiteAuditLog:
         path: Path,
         *,
         fail_writes: Callable[[], bool] | None = None,
+        on_commit: Callable[[list[AuditRecord]], None] | None = None,
         max_batch: int = 512,
         max_pending: int = 10_000,
         page_size: int = 500,
@@ -137,6 +142,7 @@ class SQLiteAuditLog:
         self.path = path
         self.transactions = 0
         self._fail_writes = fail_writes
+        self.on_commit = on_commit
         self._max_batch = max_batch
         self._page_size = page_size
         self._busy_timeout_ms = busy_timeout_ms
@@ -326,6 +332,8 @@ class SQLiteAuditLog:
             return
         self._head = records[-1]
         self.transactions += 1
+        if self.on_commit is not None:
+            self.on_commit(records)
         for pending, record in zip(batch, records, strict=True):
             if not pending.future.done():
                 pending.future.set_result(record)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -13,7 +12,6 @@ from aiohttp import web
 
 from broker.api.keys import REQUEST_ID, SERVICES, SETTINGS
 from broker.api.middleware import client_address, read_body
-from broker.audit.export import csv_header, csv_row, jsonl_line, parse_bound
 from broker.errors import MalformedRequest
 from broker.ports import ResourceInfo, VersionInfo
 from broker.service.admin import AdminAuth
@@ -214,29 +212,3 @@ async def reload_policies(request: web.Request) -> web.Response:
         ),
         200 if result.ok else 422,
     )
-
-
-def _time_param(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    return parse_bound(raw, name=name) if raw else None
-
-
-@routes.get("/v1/audit/export")
-async def export_audit(request: web.Request) -> web.StreamResponse:
-    """Streams the audit log (a million records never sit in memory)."""
-    _principal_ctx(request, "audit.read")
-    fmt = request.query.get("format", "jsonl")
-    if fmt not in {"jsonl", "csv"}:
-        raise MalformedRequest("format must be jsonl or csv")
-    since, until = _time_param(request, "since"), _time_param(request, "until")
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/csv" if fmt == "csv" else "application/x-ndjson"}
-    )
-    await response.prepare(request)
-    if fmt == "csv":
-        await response.write(csv_header().encode())
-    line = csv_row if fmt == "csv" else jsonl_line
-    async for record in request.app[SERVICES].audit.iter_records(since, until):
-        await response.write(line(record).encode())
-    await response.write_eof()
-    return response

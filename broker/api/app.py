@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from broker.api import admin, kbs, ops
+from broker.api import admin, audit, kbs, ops, policies
 from broker.api.keys import METRICS, SERVICES, SETTINGS
 from broker.api.metrics import Metrics
 from broker.api.middleware import request_context
@@ -37,7 +37,9 @@ def create_app(
     app[METRICS] = Metrics.create()
     app.add_routes(kbs.routes)
     app.add_routes(admin.routes)
+    app.add_routes(audit.routes)
     app.add_routes(ops.routes)
+    app.add_routes(policies.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = services is None
@@ -45,6 +47,7 @@ def create_app(
         background = [
             asyncio.create_task(_purge_sessions(app[SERVICES])),
             asyncio.create_task(app[SERVICES].rotation.run_forever()),
+            asyncio.create_task(app[SERVICES].audit_log.run_forever()),
         ]
         try:
             yield

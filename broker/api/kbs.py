@@ -7,6 +7,7 @@ from aiohttp import web
 
 from broker.api.keys import METRICS, REQUEST_ID, SERVICES, SETTINGS
 from broker.api.middleware import client_address, read_body
+from broker.audit.receipt import encode_receipt_header
 from broker.errors import BrokerError, MalformedRequest, SessionMissing, TokenInvalid
 from broker.service.attest import AttestInput
 from broker.service.context import RequestContext
@@ -128,4 +129,6 @@ async def resource(request: web.Request) -> web.Response:
     )
     response.headers["X-Key-Version"] = str(release.version)
     response.headers["X-Wrap-Alg"] = release.alg
+    if release.receipt is not None:
+        response.headers["X-Audit-Receipt"] = encode_receipt_header(release.receipt)
     return response

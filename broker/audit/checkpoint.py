@@ -8,7 +8,7 @@ Usage::
     cp = verify_checkpoint(text, trusted_keys(published_verifier_keys),
                            origin="broker.example/audit")
 
-Format v1 (``docs/transparency-log.md``), UTF-8, every line ending in ``\\n``::
+Format v1 (``docs/audit-format.md``), UTF-8, every line ending in ``\\n``::
 
     broker.example/audit                   origin: names the log
     42                                     tree size, decimal

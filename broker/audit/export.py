@@ -23,9 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import rfc8785
 
@@ -37,6 +37,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "csv_header",
     "csv_row",
+    "csv_row_from_dict",
     "jsonl_line",
     "parse_bound",
     "to_csv",
@@ -47,6 +48,7 @@ __all__ = [
 EXPORT_FORMATS: Final = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
+    "ocsf": "application/x-ndjson; charset=utf-8",
 }
 
 CSV_COLUMNS: Final = (
@@ -109,7 +111,12 @@ def csv_header() -> str:
 
 def csv_row(record: AuditRecord) -> str:
     """One CSV row; ``reasons`` and ``claims`` are compact JSON, absent values empty."""
-    d = record.to_dict(with_hash=True)
+    return csv_row_from_dict(record.to_dict(with_hash=True))
+
+
+def csv_row_from_dict(data: Mapping[str, Any]) -> str:
+    """``csv_row`` for a record dict (e.g. one whose requester fields were redacted)."""
+    d = dict(data)
     d["reasons"] = _compact_json(d["reasons"])
     d["claims"] = "" if d["claims"] is None else _compact_json(d["claims"])
     d["version"] = "" if d["version"] is None else str(d["version"])

@@ -8,7 +8,7 @@ Usage::
 Every request to the broker is an API call whose outcome the broker decided,
 so each record maps to one "API Activity" event of the "Application
 Activity" category, with the ``security_control`` profile carrying the
-allow/deny outcome. The mapping is tabled in ``docs/transparency-log.md``.
+allow/deny outcome. The mapping is tabled in ``docs/audit-format.md``.
 Nothing is dropped: record fields without an OCSF attribute go to
 ``unmapped`` under their own names. An OCSF event is a view of the record and
 cannot be verified; the JSONL export stays the evidence.
@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from broker import __version__
+from broker.audit.privacy import RequesterKey
 from broker.audit.record import AuditRecord, format_time
 
 __all__ = [
@@ -115,13 +116,20 @@ def _message(record: AuditRecord) -> str:
     return "; ".join(parts)
 
 
-def to_ocsf(record: AuditRecord | Mapping[str, Any]) -> dict[str, Any]:
+def to_ocsf(
+    record: AuditRecord | Mapping[str, Any], requester_key: RequesterKey | None = None
+) -> dict[str, Any]:
     """One OCSF API Activity event for one audit record (a record dict is parsed strictly).
+
+    With ``requester_key``, the client address and the admin actor appear only
+    as their keyed hashes (``src_endpoint.name``, ``actor.user.name``).
 
     Raises:
         AuditRecordInvalid: the dict is not a valid format-1 record.
     """
     rec = record if isinstance(record, AuditRecord) else AuditRecord.from_dict(record)
+    if requester_key is not None:
+        return _redacted(to_ocsf(rec), rec, requester_key)
     activity = activity_for(rec.event)
     severity_id, severity, status_id, status = _OUTCOME[rec.decision]
     full = rec.to_dict(with_hash=True)
@@ -180,12 +188,21 @@ def to_ocsf(record: AuditRecord | Mapping[str, Any]) -> dict[str, Any]:
     return event
 
 
-def to_ocsf_lines(records: Iterable[AuditRecord | Mapping[str, Any]]) -> Iterator[str]:
+def _redacted(event: dict[str, Any], rec: AuditRecord, key: RequesterKey) -> dict[str, Any]:
+    event["src_endpoint"] = {"name": key.hash(rec.client) or "unknown"}
+    if rec.actor:
+        event["actor"]["user"]["name"] = key.hash(rec.actor)
+    return event
+
+
+def to_ocsf_lines(
+    records: Iterable[AuditRecord | Mapping[str, Any]], requester_key: RequesterKey | None = None
+) -> Iterator[str]:
     """OCSF JSONL: one compact JSON event per line, keys sorted, UTF-8 text.
 
     Raises:
         AuditRecordInvalid: at the first record dict that is not a valid record.
     """
     for record in records:
-        event = to_ocsf(record)
+        event = to_ocsf(record, requester_key)
         yield json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"

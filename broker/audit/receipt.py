@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,11 +41,14 @@ from broker.audit.record import AuditRecord, AuditRecordInvalid, format_time, pa
 from broker.errors import BrokerError
 
 __all__ = [
+    "MAX_HEADER_CHARS",
     "RECEIPT_CONTEXT",
     "RECEIPT_FORMAT",
     "RECEIPT_KEYS",
     "Receipt",
     "ReceiptError",
+    "decode_receipt_header",
+    "encode_receipt_header",
     "issue_receipt",
     "verify_receipt",
     "verify_receipt_inclusion",
@@ -58,6 +62,8 @@ RECEIPT_KEYS: Final = frozenset(
 )
 _HEX_HASH_RE: Final = re.compile(r"[0-9a-f]{64}")
 _ED25519_SIG_SIZE: Final = 64
+# A receipt is ~400 bytes of JSON; anything much larger is not one.
+MAX_HEADER_CHARS: Final = 4096
 
 
 class ReceiptError(BrokerError):
@@ -245,3 +251,26 @@ def verify_receipt_record(receipt: Receipt, record: AuditRecord) -> None:
         raise ReceiptError(f"receipt is for seq {receipt.seq}, record has seq {record.seq}")
     if not hmac.compare_digest(record_leaf_hash(record), receipt.leaf_hash):
         raise ReceiptError(f"record {record.seq} does not hash to the receipt's leaf hash")
+
+
+def encode_receipt_header(receipt: Receipt) -> str:
+    """The ``X-Audit-Receipt`` value: unpadded base64url of the receipt's RFC 8785 JSON."""
+    raw = rfc8785.dumps(receipt.to_dict())
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_receipt_header(value: str) -> Receipt:
+    """Parse an ``X-Audit-Receipt`` value (well-formedness only: then call ``verify_receipt``).
+
+    Raises:
+        ReceiptError: not base64url of a receipt's JSON.
+    """
+    if len(value) > MAX_HEADER_CHARS:
+        raise ReceiptError("receipt header is missing or too long")
+    text = value.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError, RecursionError):
+        raise ReceiptError("receipt header is not base64url of JSON") from None
+    return Receipt.from_dict(data)

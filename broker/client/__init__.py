@@ -1,6 +1,15 @@
 """The enclave client library (no server-side imports)."""
 
+from broker.audit.receipt import Receipt, ReceiptError
 from broker.client.providers import EvidenceProvider, SampleProvider
 from broker.client.session import BrokerClient, Released, RemoteError
 
-__all__ = ["BrokerClient", "EvidenceProvider", "Released", "RemoteError", "SampleProvider"]
+__all__ = [
+    "BrokerClient",
+    "EvidenceProvider",
+    "Receipt",
+    "ReceiptError",
+    "Released",
+    "RemoteError",
+    "SampleProvider",
+]

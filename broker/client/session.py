@@ -12,12 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from broker.audit.audit_key import AuditKeyInvalid, trusted_keys
+from broker.audit.receipt import Receipt, ReceiptError, decode_receipt_header, verify_receipt
 from broker.client.providers import EvidenceProvider
 from broker.errors import BackendError, BrokerError, MalformedRequest, TokenInvalid
 from broker.evidence.binding import expectation_for
@@ -44,6 +48,8 @@ class Released:
     version: int
     alg: str
     value: SecretBytes = field(repr=False)
+    # The broker's signed promise that this release is in its audit log (verified).
+    receipt: Receipt | None = None
 
 
 def _token_jti(token: str) -> str:
@@ -55,13 +61,37 @@ def _token_jti(token: str) -> str:
         raise TokenInvalid("broker returned a malformed token") from None
 
 
+RECEIPT_HEADER = "X-Audit-Receipt"
+
+
 class BrokerClient:
-    def __init__(self, url: str, *, timeout: float = 30.0, wrap: str = "p256") -> None:
+    """KBS client. Release receipts are verified against the broker's audit keys.
+
+    ``trusted_audit_keys`` pins the audit verifier keys (C2SP text, old and
+    new); then every release must carry a receipt signed by one of them.
+    Without it the keys are fetched once from ``GET /v1/audit/keys`` of the
+    same broker, which checks the receipt's integrity but trusts that broker
+    for the keys; a release without a receipt is then accepted with
+    ``receipt=None`` (an older broker).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        wrap: str = "p256",
+        trusted_audit_keys: Iterable[str] | None = None,
+    ) -> None:
         self._url = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._wrap = wrap
         self._http: aiohttp.ClientSession | None = None
         self.token: str | None = None
+        self._pinned = trusted_audit_keys is not None
+        self._audit_keys: Mapping[str, Ed25519PublicKey] | None = (
+            None if trusted_audit_keys is None else trusted_keys(trusted_audit_keys)
+        )
 
     async def __aenter__(self) -> BrokerClient:
         # unsafe=True: the jar must keep cookies of an IP-address host (127.0.0.1).
@@ -150,7 +180,40 @@ class BrokerClient:
         envelope = json.loads(body)
         context = WrapContext(resource=resource, version=version, jti=_token_jti(self.token))
         value = unwrap(envelope, keypair, context=context)
-        return Released(resource, version, resp.headers.get("X-Wrap-Alg", ""), SecretBytes(value))
+        receipt = await self._receipt(resp.headers.get(RECEIPT_HEADER))
+        return Released(
+            resource, version, resp.headers.get("X-Wrap-Alg", ""), SecretBytes(value), receipt
+        )
+
+    async def audit_keys(self) -> Mapping[str, Ed25519PublicKey]:
+        """The trusted audit keys: pinned, or fetched once from the broker.
+
+        Raises:
+            AuditKeyInvalid: the broker published a malformed key.
+            BackendError, RemoteError: the keys could not be fetched.
+        """
+        if self._audit_keys is None:
+            _, body = await self._call("GET", "/v1/audit/keys")
+            try:
+                texts = [str(k["verifier_key"]) for k in json.loads(body)["keys"]]
+            except (ValueError, KeyError, TypeError):
+                raise MalformedRequest("broker sent a malformed audit key list") from None
+            self._audit_keys = trusted_keys(texts)
+        return self._audit_keys
+
+    async def _receipt(self, header: str | None) -> Receipt | None:
+        """Raises: ReceiptError (missing when pinned, malformed, or not signed by a trusted key)."""
+        if header is None:
+            if self._pinned:
+                raise ReceiptError("the release carries no audit receipt")
+            return None
+        receipt = decode_receipt_header(header)
+        try:
+            keys = await self.audit_keys()
+        except AuditKeyInvalid as exc:
+            raise ReceiptError(f"cannot verify the receipt: {exc.message}") from None
+        verify_receipt(receipt, keys)
+        return receipt
 
     async def get_resource(self, resource: str, provider: EvidenceProvider) -> Released:
         keypair = await self.attest(provider)

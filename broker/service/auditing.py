@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from broker.audit.record import AuditEvent
+from broker.audit.record import AuditEvent, AuditRecord
 from broker.ports import AuditSink
 from broker.service.context import RequestContext
 
@@ -50,6 +50,10 @@ def event(
     )
 
 
-async def record(sink: AuditSink, ev: AuditEvent) -> None:
-    """Appends and waits for durability; AuditWriteError propagates (fail closed)."""
-    await sink.append(ev)
+async def record(sink: AuditSink, ev: AuditEvent) -> AuditRecord | None:
+    """Appends and waits for durability; AuditWriteError propagates (fail closed).
+
+    Returns the committed record when the sink gives one back (the SQLite log does).
+    """
+    committed = await sink.append(ev)
+    return committed if isinstance(committed, AuditRecord) else None

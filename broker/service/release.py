@@ -10,11 +10,20 @@ id; (5) the release is audited and durable before anything is returned.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from broker.errors import BackendError, BrokerError, ReleaseDenied, ResourceNotFound
+from broker.audit.receipt import Receipt
+from broker.audit.record import AuditRecord
+from broker.errors import (
+    AuditWriteError,
+    BackendError,
+    BrokerError,
+    ReleaseDenied,
+    ResourceNotFound,
+)
 from broker.keys.jwk import thumbprint
 from broker.keys.material import SecretBytes
 from broker.keys.wrap import WrapContext, algorithm_for, wrap
@@ -45,6 +54,8 @@ class Release:
     version: int
     alg: str
     envelope: dict[str, object]
+    # Signed by the audit key for the durable "resource.released" record.
+    receipt: Receipt | None = None
 
 
 class ReleaseService:
@@ -58,6 +69,7 @@ class ReleaseService:
         *,
         allowed_wrap_algs: frozenset[str],
         kv: SecretSource | None = None,
+        receipts: Callable[[AuditRecord], Receipt] | None = None,
     ) -> None:
         self._store = store
         self._kek = kek
@@ -66,6 +78,7 @@ class ReleaseService:
         self._policies = policies
         self._allowed = allowed_wrap_algs
         self._kv = kv
+        self._receipts = receipts
 
     async def _value(self, stored: StoredValue) -> SecretBytes:
         info = stored.info
@@ -148,7 +161,7 @@ class ReleaseService:
             )
             raise
         # Durable before the response exists: AuditWriteError here releases nothing.
-        await record(
+        committed = await record(
             self._audit,
             event(
                 "resource.released",
@@ -163,5 +176,10 @@ class ReleaseService:
                 **base,
             ),
         )
+        receipt = None
+        if self._receipts is not None:
+            if committed is None:
+                raise AuditWriteError("audit sink returned no record to issue a receipt for")
+            receipt = self._receipts(committed)
         log.info("key.released", resource=resource, version=wanted, alg=wrapped.alg)
-        return Release(resource, wanted, wrapped.alg, wrapped.envelope)
+        return Release(resource, wanted, wrapped.alg, wrapped.envelope, receipt)

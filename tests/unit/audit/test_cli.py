@@ -128,10 +128,17 @@ def broker() -> Iterator[FakeBroker]:
                 {"code": "AdminUnauthorized", "message": "unknown admin token"}, status=401
             )
         fmt = request.query["format"]
-        response = web.StreamResponse(headers={"Content-Type": EXPORT_FORMATS[fmt]})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": EXPORT_FORMATS.get(fmt, "application/x-ndjson"),
+                "X-Audit-Checkpoint": "Y2hlY2twb2ludAo=",  # base64url("checkpoint\n")
+                "X-Audit-Tree-Size": "4",
+            }
+        )
         await response.prepare(request)
-        for chunk in (to_jsonl if fmt == "jsonl" else to_csv)(records):
-            await response.write(chunk.encode())
+        if fmt != "proofs":
+            for chunk in (to_jsonl if fmt == "jsonl" else to_csv)(records):
+                await response.write(chunk.encode())
         await response.write_eof()
         return response
 
@@ -166,7 +173,11 @@ def test_export_jsonl_to_file(broker: FakeBroker, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == export_bytes(make_chain(4))
     assert not (tmp_path / "audit.jsonl.partial").exists()
-    assert broker.requests == [
+    assert (tmp_path / "audit.jsonl.checkpoint").read_text() == "checkpoint\n"
+    # A time window is a selection: its inclusion proofs come in a second request.
+    assert broker.requests[1]["query"]["format"] == "proofs"
+    assert broker.requests[1]["query"]["size"] == "4"
+    assert broker.requests[:1] == [
         {
             "auth": f"Bearer {GOOD_TOKEN}",
             "query": {

@@ -94,7 +94,7 @@ def test_csv_neutralises_formulas(start: str) -> None:
 
 def test_export_formats_name_content_types() -> None:
     """Both formats have a Content-Type for the export endpoint."""
-    assert set(EXPORT_FORMATS) == {"jsonl", "csv"}
+    assert set(EXPORT_FORMATS) == {"jsonl", "csv", "ocsf"}
     assert EXPORT_FORMATS["csv"].startswith("text/csv")
 
 

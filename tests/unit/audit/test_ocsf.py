@@ -15,7 +15,7 @@ from broker.audit.ocsf import OCSF_VERSION, activity_for, to_ocsf, to_ocsf_lines
 from broker.audit.record import AuditRecordInvalid, chain_next
 from tests.unit.audit._factory import make_chain, make_event
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "transparency-log.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "audit-format.md"
 # Required by OCSF 1.3 for every event of class API Activity (base event + class).
 REQUIRED = {
     "activity_id",

@@ -1,0 +1,178 @@
+"""The storm's broker and enclaves: a child broker trusting TEST AMD roots, and the
+KBS flow of one simulated enclave with any evidence provider.
+
+    async with snp_broker() as (server, chip):
+        who = await attest_with(http, server.url, SyntheticSNPProvider(chip))
+
+BENCHMARK ONLY: the broker started here trusts the synthetic AMD chain of
+``bench.snp_synth`` (``[evidence] roots_dir`` points at a temporary folder of
+test roots) and a policy that lets those synthetic SEV-SNP guests fetch
+``bench/*/*``. Both live in temporary directories removed when the broker
+stops; nothing here is, or may become, a deployment configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.loader import (
+    PROTOCOL_VERSION,
+    SESSION_COOKIE,
+    Attested,
+    LoadError,
+    PhaseStats,
+    fetch,
+    run_bounded,
+)
+from bench.server import SubprocessServer
+from bench.snp_synth import BENCH_MEASUREMENT, TestAMD, TestChip, write_roots
+from broker.client.providers import EvidenceProvider
+from broker.evidence.binding import expectation_for
+from broker.keys.unwrap import ClientKeyPair
+
+RESOURCES = ("bench/key/k0", "bench/key/k1", "bench/key/k2")
+# Replaces the benchmark server's policy file, then reloaded through the admin API.
+STORM_POLICY = textwrap.dedent(
+    f"""\
+    version: 1
+    name: bench-storm
+    description: >-
+      Benchmark only. Sample guests, and SEV-SNP guests whose evidence is signed by
+      the synthetic TEST AMD chain the benchmark trusts, may fetch bench/*/* keys.
+    resources: ["bench/*/*"]
+    rules:
+      - name: sample-guests
+        tee: sample
+        when:
+          - claims.svn >= 1
+      - name: synthetic-snp-guests
+        tee: sev-snp
+        when:
+          - claims.policy_debug_allowed == false
+          - claims.vmpl == 0
+          - claims.measurement == "{BENCH_MEASUREMENT.hex()}"
+    """
+)
+
+
+async def _expect_json(resp: aiohttp.ClientResponse, what: str) -> Any:
+    body = await resp.read()
+    if resp.status != 200:
+        raise LoadError(f"{what}: HTTP {resp.status} {body[:200]!r}")
+    return json.loads(body)
+
+
+def _jti(token: str) -> str:
+    payload = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
+
+
+async def attest_with(
+    http: aiohttp.ClientSession, url: str, provider: EvidenceProvider
+) -> Attested:
+    """auth + attest with ``provider``'s evidence bound to the fresh nonce and key."""
+    request = {"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""}
+    async with http.post(url + "/kbs/v0/auth", json=request) as resp:
+        nonce = str((await _expect_json(resp, "auth"))["nonce"])
+        cookie = resp.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        raise LoadError("auth: no session cookie")
+    keypair = ClientKeyPair.generate("p256")
+    pubkey = keypair.public_jwk()
+    evidence = await provider.evidence(expectation_for(nonce, pubkey, "").report_data)
+    body = {
+        "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+    }
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookie.value}"}
+    async with http.post(url + "/kbs/v0/attest", json=body, headers=headers) as resp:
+        token = str((await _expect_json(resp, "attest"))["token"])
+    return Attested(token=token, jti=_jti(token), keypair=keypair)
+
+
+async def enclave(
+    http: aiohttp.ClientSession,
+    url: str,
+    provider: EvidenceProvider,
+    *,
+    resources: int = len(RESOURCES),
+    check: bool = False,
+) -> None:
+    """One enclave boot: auth, attest, ``resources`` keys (``check``: unwrap the first)."""
+    who = await attest_with(http, url, provider)
+    for n in range(resources):
+        await fetch(http, url, who, RESOURCES[n % len(RESOURCES)], check=check and n == 0)
+
+
+@dataclass(slots=True)
+class StormStats:
+    """A phase's stats plus, per finished enclave, when it finished after the start."""
+
+    stats: PhaseStats
+    finished_at: list[float]
+
+
+async def run_timed(
+    job: Callable[[int], Awaitable[object]], *, count: int, concurrency: int, seconds: float
+) -> StormStats:
+    """``run_bounded`` that also records each success's finish time since the phase start."""
+    finished: list[float] = []
+    start = time.perf_counter()
+
+    async def timed(index: int) -> None:
+        await job(index)
+        finished.append(time.perf_counter() - start)
+
+    stats = await run_bounded(timed, count=count, concurrency=concurrency, seconds=seconds)
+    return StormStats(stats=stats, finished_at=finished)
+
+
+async def _admin(server: SubprocessServer, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+        http.request(method, server.url + path, json=body, headers=headers) as resp,
+    ):
+        text = await resp.text()
+        if resp.status not in (200, 201):
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status} {text[:300]}")
+        return json.loads(text) if text else None
+
+
+@asynccontextmanager
+async def snp_broker() -> AsyncIterator[tuple[SubprocessServer, TestChip]]:
+    """A child broker trusting a fresh TEST AMD chain, with 3 keys and the storm policy.
+
+    BENCHMARK ONLY (see the module docstring). Yields the server and the one
+    synthetic chip whose VCEK signs every report.
+    """
+    now = datetime.now(UTC)
+    amd = TestAMD.generate(now)
+    chip = amd.chip(now)
+    with tempfile.TemporaryDirectory(prefix="bench-test-amd-roots-") as tmp:
+        roots = write_roots(amd, Path(tmp) / "roots")
+        server = SubprocessServer(f'[evidence]\nroots_dir = "{roots}"\n')
+        await server.start()
+        try:
+            # The policy dir is the server's own ("policies" beside its log).
+            (server.log_path.parent / "policies" / "bench.yaml").write_text(STORM_POLICY)
+            status = await _admin(server, "POST", "/v1/policies/reload")
+            if not status.get("ok"):
+                raise RuntimeError(f"storm policy did not load: {status}")
+            for resource in RESOURCES:
+                await _admin(server, "POST", "/v1/keys", {"id": resource})
+            yield server, chip
+        finally:
+            await server.stop()
