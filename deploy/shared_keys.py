@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         for path in make_shared_keys(args.directory, origin=args.origin):
-            print(path)
+            sys.stdout.write(f"{path}\n")
     except BrokerError as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc.diagnostics()}\n")
         return 1
     return 0
 

@@ -16,7 +16,15 @@ from broker.service.policies import PolicyHolder, ReloadResult
 # Which role may do what. Unknown permissions are refused (fail closed).
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "admin": frozenset(
-        {"keys.read", "keys.write", "root_key.rotate", "policy.read", "policy.reload", "audit.read"}
+        {
+            "keys.read",
+            "keys.write",
+            "root_key.rotate",
+            "policy.read",
+            "policy.reload",
+            "audit.read",
+            "audit.rotate_key",
+        }
     ),
     "auditor": frozenset({"audit.read", "keys.read", "policy.read"}),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -106,6 +107,8 @@ class ReleaseService:
             "evidence_digest": token.evidence_digest,
             "pubkey_thumbprint": thumbprint(token.tee_pubkey),
         }
+        # What the audit record says about the attester (plus shadow-policy outcomes).
+        audited: dict[str, Any] = {"claims": dict(token.claims), "flags": dict(token.flags)}
         try:
             resource = parse_resource_id(resource_path)
             alg = algorithm_for(token.tee_pubkey, allowed=self._allowed)
@@ -128,6 +131,8 @@ class ReleaseService:
                 ),
                 now=now,
             )
+            if decision.shadow:
+                audited["shadow"] = [result.to_dict() for result in decision.shadow]
             if not decision.allow:
                 raise ReleaseDenied("policy denied the release", decision.reason_ids)
             if info is None:
@@ -151,7 +156,7 @@ class ReleaseService:
                     ctx,
                     now,
                     decision="error" if failed else "deny",
-                    claims={"claims": dict(token.claims), "flags": dict(token.flags)},
+                    claims=audited,
                     reasons=reasons,
                     version=version,
                     error_code=exc.code,
@@ -168,7 +173,7 @@ class ReleaseService:
                 ctx,
                 now,
                 decision="allow",
-                claims={"claims": dict(token.claims), "flags": dict(token.flags)},
+                claims=audited,
                 version=wanted,
                 wrap_alg=wrapped.alg,
                 reasons=(decision.matched_rule or "",),
