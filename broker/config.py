@@ -24,6 +24,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8300
     data_dir: str = "broker-data"
+    # Where the key files live (root key, token key, audit key, admin tokens); empty: data_dir.
+    # Replicas of one broker share it (e.g. one Secret mounted read-only into every pod).
+    keys_dir: str = ""
     max_request_bytes: int = 1 << 20
     # Seconds a shutdown waits for in-flight requests.
     shutdown_timeout: float = 10.0
@@ -70,6 +73,17 @@ class KeySettings:
     # "local": values sealed under the root key in the data dir; "vault": sealed by
     # a Vault/OpenBao transit key (the broker then holds no root key).
     backend: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """``[store]``: where keys, versions and sessions live."""
+
+    # "sqlite": one file in the data dir (one broker); "postgres": shared by replicas.
+    backend: str = "sqlite"
+    # The PostgreSQL DSN, read once at start-up from this file (or BROKER_STORE_DSN).
+    dsn_file: str = ""
+    pool_max: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     keys: KeySettings = field(default_factory=KeySettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     vault: VaultBackendSettings = field(default_factory=VaultBackendSettings)
     log: LogSettings = field(default_factory=LogSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
@@ -135,6 +150,10 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.server.data_dir)
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.server.keys_dir or self.server.data_dir)
 
     @property
     def audit_origin(self) -> str:
@@ -209,6 +228,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "keys": KeySettings,
     "admin": AdminSettings,
     "vault": VaultBackendSettings,
+    "store": StoreSettings,
     "log": LogSettings,
     "audit": AuditSettings,
 }
@@ -267,6 +287,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             "kbs.enabled_tees: 'sample' needs kbs.allow_sample_tee = true (never in production)"
         )
+    if settings.store.backend not in {"sqlite", "postgres"}:
+        raise ConfigError("store.backend: must be 'sqlite' or 'postgres'")
     if settings.keys.backend not in {"local", "vault"}:
         raise ConfigError("keys.backend: must be 'local' or 'vault'")
     if settings.keys.backend == "vault" and not settings.vault.addr:

@@ -198,6 +198,14 @@ class CollateralSource(Protocol):
         ...
 
 
+class Lease(Protocol):
+    """A named lease with expiry: one holder at a time across replicas."""
+
+    async def acquire(self, holder: str, ttl: float) -> bool: ...
+
+    async def release(self, holder: str) -> None: ...
+
+
 class AuditSink(Protocol):
     async def append(self, event: Any) -> Any: ...
 

@@ -29,6 +29,10 @@ from broker.adapters.datadir import (
 )
 from broker.adapters.local_kek import LocalKEK
 from broker.adapters.local_root_key import LocalRootKeyManager
+from broker.adapters.pg_db import PostgresDB
+from broker.adapters.pg_keys import PostgresKeyStore
+from broker.adapters.pg_lease import PostgresLease
+from broker.adapters.pg_sessions import PostgresSessionStore
 from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
@@ -41,7 +45,7 @@ from broker.config import Settings
 from broker.errors import AuditWriteError, ConfigError
 from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
 from broker.keys.wrap import ALL_ALGORITHMS
-from broker.ports import Clock, CollateralSource, KEKService, RootKeyManager
+from broker.ports import Clock, CollateralSource, KEKService, KeyStore, RootKeyManager
 from broker.service.admin import AdminAuth, AdminService
 from broker.service.attest import AttestLimits, AttestService
 from broker.service.audit_log import AuditLogService
@@ -59,9 +63,9 @@ from broker.tokens import TokenKey
 class Services:
     settings: Settings
     clock: Clock
-    db: SQLiteDB
-    store: SQLiteKeyStore
-    sessions: SQLiteSessionStore
+    db: SQLiteDB | PostgresDB
+    store: SQLiteKeyStore | PostgresKeyStore
+    sessions: SQLiteSessionStore | PostgresSessionStore
     audit: SQLiteAuditLog
     policies: PolicyHolder
     token_key: TokenKey
@@ -154,8 +158,38 @@ def vault_settings(settings: Settings, environ: Mapping[str, str] | None = None)
     )
 
 
-async def _key_backend(settings: Settings, store: SQLiteKeyStore) -> KeyBackend:
-    data = settings.data_path
+StoreParts = tuple[
+    SQLiteDB | PostgresDB,
+    SQLiteKeyStore | PostgresKeyStore,
+    SQLiteSessionStore | PostgresSessionStore,
+    PostgresLease | None,
+]
+
+
+def _store_dsn(settings: Settings) -> str:
+    dsn = os.environ.get("BROKER_STORE_DSN") or _read_secret_file(
+        settings.store.dsn_file, "store.dsn_file"
+    )
+    if not dsn:
+        raise ConfigError(
+            "store.dsn_file (or BROKER_STORE_DSN): required for store.backend postgres"
+        )
+    return dsn
+
+
+async def _open_store(settings: Settings, data: Path) -> StoreParts:
+    """Keys and sessions: one SQLite file, or PostgreSQL shared by replicas."""
+    if settings.store.backend == "postgres":
+        pg = PostgresDB(_store_dsn(settings), max_size=settings.store.pool_max)
+        await pg.open()
+        return pg, PostgresKeyStore(pg), PostgresSessionStore(pg), PostgresLease(pg)
+    db = SQLiteDB(data / "broker.db")
+    await db.open()
+    return db, SQLiteKeyStore(db), SQLiteSessionStore(db), None
+
+
+async def _key_backend(settings: Settings, store: KeyStore) -> KeyBackend:
+    data = settings.keys_path
     if settings.keys.backend == "vault":
         client = VaultClient(vault_settings(settings))
         transit = VaultTransitKEK(client)
@@ -204,8 +238,9 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     clock = clock or SystemClock()
     data = settings.data_path
     prepare_data_dir(data)
-    token_key = load_or_create_token_key(data / TOKEN_KEY_FILE)
-    tokens = _admin_tokens(settings, data)
+    keys_dir = settings.keys_path
+    token_key = load_or_create_token_key(keys_dir / TOKEN_KEY_FILE)
+    tokens = _admin_tokens(settings, keys_dir)
     allowed = _allowed_algs(settings)
     anchors = (
         anchors_from_dir(settings.evidence.roots_dir)
@@ -213,14 +248,12 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         else pinned_anchors()
     )
     policies = PolicyHolder(Path(settings.policy.dir), now=clock.now())
-    db = SQLiteDB(data / "broker.db")
-    await db.open()
+    db, store, sessions, lease = await _open_store(settings, data)
     try:
         audit, audit_log = await _open_audit(settings, data, clock)
     except BaseException:
         await db.close()
         raise
-    store, sessions = SQLiteKeyStore(db), SQLiteSessionStore(db)
     try:
         await audit_log.start()
         backend = await _key_backend(settings, store)
@@ -275,7 +308,9 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
             receipts=audit_log.receipt,
         ),
         keys=keys,
-        rotation=RotationScheduler(keys, clock, interval=settings.keys.rotation_check_seconds),
+        rotation=RotationScheduler(
+            keys, clock, interval=settings.keys.rotation_check_seconds, lease=lease
+        ),
         root_key=RootKeyService(backend.root_keys, audit, clock),
         vault=backend.vault,
         online_collateral=online,
@@ -294,8 +329,11 @@ async def _open_audit(
         AuditWriteError, ConfigError: the broker must not start.
     """
     origin = settings.audit_origin
-    key = load_or_create_audit_key(data, name=origin)
-    requester_key = load_or_create_requester_key(data) if settings.audit.hash_requesters else None
+    keys_dir = settings.keys_path
+    key = load_or_create_audit_key(keys_dir, name=origin)
+    requester_key = (
+        load_or_create_requester_key(keys_dir) if settings.audit.hash_requesters else None
+    )
     tree = AuditTree()
     audit = SQLiteAuditLog(data / "audit.db", on_commit=tree.append_records)
     await audit.start()
@@ -314,7 +352,7 @@ async def _open_audit(
         key,
         clock,
         audit=audit,
-        data_dir=data,
+        data_dir=keys_dir,
         origin=origin,
         interval=settings.audit.checkpoint_interval_seconds,
         requester_key=requester_key,

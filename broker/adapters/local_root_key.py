@@ -24,10 +24,9 @@ import structlog
 
 from broker.adapters.datadir import promote_next_root_key, write_next_root_key
 from broker.adapters.local_kek import LocalKEK
-from broker.adapters.sqlite_keys import SQLiteKeyStore
 from broker.keys.material import SecretBytes
 from broker.keys.sealing import seal
-from broker.ports import RotationResult
+from broker.ports import KeyStore, RotationResult
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +38,7 @@ class LocalRootKeyManager:
         self,
         data_dir: Path,
         kek: LocalKEK,
-        store: SQLiteKeyStore,
+        store: KeyStore,
         *,
         after_step: Callable[[int], None] | None = None,
     ) -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import structlog
 
-from broker.adapters.sqlite_keys import SQLiteKeyStore
 from broker.adapters.vault_kek import VaultTransitKEK
-from broker.ports import RotationResult
+from broker.ports import KeyStore, RotationResult
 
 log = structlog.get_logger(__name__)
 
 
 class VaultRootKeyManager:
-    def __init__(self, kek: VaultTransitKEK, store: SQLiteKeyStore) -> None:
+    def __init__(self, kek: VaultTransitKEK, store: KeyStore) -> None:
         self._kek = kek
         self._store = store
 

@@ -8,11 +8,13 @@ however many schedulers race (the losers get Conflict and move on).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 
 import structlog
 
 from broker.errors import BrokerError, Conflict
-from broker.ports import Clock
+from broker.ports import Clock, Lease
 from broker.service.context import RequestContext
 from broker.service.keys import KeyLifecycle
 
@@ -22,10 +24,15 @@ SCHEDULER = RequestContext(request_id="scheduler", client="local", actor="schedu
 
 
 class RotationScheduler:
-    def __init__(self, keys: KeyLifecycle, clock: Clock, *, interval: float) -> None:
+    def __init__(
+        self, keys: KeyLifecycle, clock: Clock, *, interval: float, lease: Lease | None = None
+    ) -> None:
         self._keys = keys
         self._clock = clock
         self._interval = interval
+        # With replicas, only the lease holder scans (the compare-and-set still guards).
+        self._lease = lease
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     async def run_once(self) -> list[str]:
         """Rotates what is due now; returns the resources this call rotated."""
@@ -46,7 +53,10 @@ class RotationScheduler:
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if self._lease is None or await self._lease.acquire(
+                    self._holder, ttl=self._interval * 3
+                ):
+                    await self.run_once()
             except BrokerError as exc:
                 log.warning("key.rotation_pass_failed", code=exc.code)
             await asyncio.sleep(self._interval)

@@ -28,3 +28,13 @@ def vault_backed(
             max_retries=2,
         ),
     )
+
+
+def postgres_backed(settings: Settings, dsn: str, folder: Path) -> Settings:
+    """``settings`` with keys and sessions in PostgreSQL (DSN from a 0600 file)."""
+    dsn_file = folder / "pg.dsn"
+    dsn_file.write_text(dsn)
+    dsn_file.chmod(0o600)
+    return replace(
+        settings, store=replace(settings.store, backend="postgres", dsn_file=str(dsn_file))
+    )

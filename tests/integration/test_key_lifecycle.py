@@ -8,25 +8,30 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from broker.adapters.sqlite_db import SQLiteDB
 from broker.client.session import _token_jti
 from broker.config import Settings
 from broker.keys.unwrap import ClientKeyPair, unwrap
 from broker.keys.wrap import WrapContext
 from broker.wiring import Services
 from tests.fakes import FakeClock
-from tests.integration.backends import vault_backed
+from tests.integration.backends import postgres_backed, vault_backed
 from tests.integration.kbs_helpers import attest, create_key, error_of
 from tests.integration.openbao_fixture import openbao  # noqa: F401
+from tests.integration.postgres_fixture import pg_dsn, postgres  # noqa: F401
 
 Client = TestClient[Any, Any]
 KEY = "default/key/disk"
 
 
-@pytest.fixture(params=["local", "openbao"])
+@pytest.fixture(params=["local", "openbao", "postgres"])
 def settings(settings: Settings, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Every test of this suite runs on the local store and on a real OpenBao transit key."""
+    """Every test of this suite runs on the local store, on a real OpenBao transit key,
+    and with keys and sessions in a real PostgreSQL."""
     if request.param == "local":
         return settings
+    if request.param == "postgres":
+        return postgres_backed(settings, request.getfixturevalue("pg_dsn"), tmp_path)
     return vault_backed(settings, request.getfixturevalue("openbao"), tmp_path)
 
 
@@ -120,9 +125,10 @@ async def test_destroy_erases_material(
     token, _ = await attest(client)
     assert await _status(client, token, 1) == (410, "KeyVersionDestroyed")
     assert (KEY, 1) not in {(r, v) for r, v, _ in await services.store.all_sealed()}
-    await services.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    raw = (Path(settings.server.data_dir) / "broker.db").read_bytes()
-    assert sealed_v1 not in raw
+    if isinstance(services.db, SQLiteDB):  # PostgreSQL pages are checked in test_pg_stores
+        await services.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw = (Path(settings.server.data_dir) / "broker.db").read_bytes()
+        assert sealed_v1 not in raw
     shown = await (await client.get(f"/v1/keys/{KEY}", headers=admin_headers)).json()
     assert [v["state"] for v in shown["versions"]] == ["destroyed", "active"]
 
