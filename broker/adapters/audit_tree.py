@@ -7,6 +7,12 @@ Usage::
     log = SQLiteAuditLog(path, on_commit=tree.append_records)
     tree.size, tree.root(), tree.inclusion_proof(3, 8)
 
+A log shared by several writers (PostgreSQL, one log for every replica) is
+followed instead of loaded: ``tree.follow(log)`` names where the records are,
+and ``await tree.sync()`` appends every record with ``seq >= tree.size``
+(all of them at start, then what other replicas appended since). The log's
+``on_commit`` hook still appends this replica's own records at once.
+
 Rebuilding reads each row's stored body and derives the record's canonical
 bytes from it without a full parse: the body is the RFC 8785 JSON of the
 record *with* ``hash``, and the canonical bytes are the same text with the
@@ -25,15 +31,16 @@ import asyncio
 import hashlib
 import hmac
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from broker.audit.merkle import leaf_hash, record_leaf_hash
 from broker.audit.merkle_tree import MerkleTree
 from broker.audit.record import AuditRecord
 from broker.errors import AuditWriteError
 
-__all__ = ["AuditTree", "canonical_from_body"]
+__all__ = ["AuditTree", "LeafSource", "canonical_from_body"]
 
 _HASH_MEMBER: Final = b'"hash":"'
 _HASH_MEMBER_LEN: Final = len(_HASH_MEMBER) + 64 + 2  # "hash":"<64 hex>",
@@ -80,12 +87,69 @@ def _read_leaves(path: Path) -> list[bytes]:
     return leaves
 
 
+class LeafSource(Protocol):
+    """A log shared with other writers, read back for ``AuditTree.sync``."""
+
+    def leaf_pages(self, start: int) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """``(seq of the first, leaf hashes)`` pages of the committed records from ``start``
+        on, in seq order and without gaps. Raises: AuditWriteError."""
+        ...
+
+
 class AuditTree:
     """RFC 9162 tree of the committed audit records; touched only on the event loop."""
 
     def __init__(self) -> None:
         self._tree = MerkleTree()
         self._broken: str | None = None
+        self._source: LeafSource | None = None
+        self._sync_lock = asyncio.Lock()
+
+    def follow(self, source: LeafSource) -> None:
+        """Follow a log other writers append to as well: ``sync`` reads their records
+        from ``source``, and a committed record past the tree's end is left for
+        ``sync`` instead of marking the tree broken."""
+        self._source = source
+
+    async def sync(self, upto: int | None = None) -> int:
+        """Append the records committed since the tree's end; return the new size.
+
+        A no-op for a tree that follows no source (a log with one writer, whose
+        ``on_commit`` hook sees every record). With ``upto``, returns at once
+        when the tree already holds ``upto`` leaves.
+
+        Raises:
+            AuditWriteError: the source cannot be read, or a stored record differs
+                from the leaf the tree already holds (the tree is then broken).
+        """
+        if self._source is None:
+            return self.size
+        async with self._sync_lock:
+            self.check()
+            if upto is not None and self.size >= upto:
+                return self.size
+            async for start, leaves in self._source.leaf_pages(self.size):
+                for offset, leaf in enumerate(leaves):
+                    self._merge(start + offset, leaf)
+                self.check()
+        return self.size
+
+    def _merge(self, seq: int, leaf: bytes) -> bool:
+        """Add ``leaf`` at ``seq`` if it continues the tree; False if it lies past the end.
+
+        A leaf the tree already holds (the hook and ``sync`` both saw it) must be the
+        same one: a different one means two histories, and breaks the tree.
+        """
+        if self._broken is not None:
+            return False
+        if seq < self._tree.size:
+            if not hmac.compare_digest(self._tree.leaf_hash(seq), leaf):
+                self._broken = f"audit record {seq} differs from the leaf the tree holds"
+            return True
+        if seq > self._tree.size:
+            return False
+        self._tree.append(leaf)
+        return True
 
     async def load(self, path: Path) -> None:
         """Rebuild from every stored record (O(n), on a worker thread).
@@ -106,17 +170,19 @@ class AuditTree:
 
         Never raises (it runs inside the writer): a gap marks the tree broken,
         and ``check`` then fails every checkpoint and receipt until a restart
-        rebuilds the tree from the stored records.
+        rebuilds the tree from the stored records. A tree that follows a shared
+        log instead leaves records past a gap to ``sync``.
         """
         for record in records:
             if self._broken is not None:
                 return
-            if record.seq != self._tree.size:
+            if self._source is None and record.seq != self._tree.size:
                 self._broken = (
                     f"audit tree holds {self._tree.size} leaves, committed record is {record.seq}"
                 )
                 return
-            self._tree.append(record_leaf_hash(record))
+            if not self._merge(record.seq, record_leaf_hash(record)):
+                return
 
     def check(self) -> None:
         """Raises: AuditWriteError when the tree no longer follows the log."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import shutil
 import signal
+import sys
+import tempfile
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +22,7 @@ from broker.api.app import create_app, install_reload_signal
 from broker.config import Settings, load_settings, with_dev_defaults
 from broker.errors import BrokerError
 from broker.logging import configure_logging
+from broker.wiring import open_services
 
 
 def _settings(
@@ -44,16 +49,19 @@ def _settings(
     return settings
 
 
-async def _run(settings: Settings) -> None:
+async def _run(settings: Settings, *, reuse_port: bool = False, announce: bool = True) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.server.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    site = web.TCPSite(
+        runner, settings.server.host, settings.server.port, reuse_port=reuse_port or None
+    )
     await site.start()
     install_reload_signal(app)
     url = f"http://{settings.server.host}:{settings.server.port}"
-    click.echo(f"broker listening on {url}", err=True)
-    if settings.dev:
+    if announce:
+        click.echo(f"broker listening on {url}", err=True)
+    if settings.dev and announce:
         token_path = Path(settings.server.data_dir) / ADMIN_TOKEN_FILE
         click.echo(f"dev admin token written to {token_path}", err=True)
     structlog.get_logger("broker").info("broker.started", url=url, dev=settings.dev)
@@ -65,6 +73,67 @@ async def _run(settings: Settings) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def _prepare(settings: Settings) -> None:
+    services = await open_services(settings)
+    await services.close()
+
+
+def _worker(settings: Settings, index: int) -> None:
+    """One of N worker processes sharing the port (SO_REUSEPORT)."""
+    configure_logging(settings.log.format, settings.log.level)
+    structlog.contextvars.bind_contextvars(worker=index)
+    try:
+        _run_loop(_run(settings, reuse_port=True, announce=index == 0))
+    except BrokerError as exc:
+        click.echo(f"worker {index}: {exc.diagnostics()}", err=True)
+        sys.exit(1)
+
+
+def _run_workers(settings: Settings, workers: int) -> None:
+    """Starts ``workers`` processes on one port; stops them all on SIGINT/SIGTERM.
+
+    Prometheus metrics are aggregated across the workers through a shared
+    multiprocess directory; a worker that dies takes the others down with it,
+    so a supervisor (Kubernetes, systemd) restarts the whole broker.
+    """
+    metrics_dir = tempfile.mkdtemp(prefix="broker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    procs = [
+        context.Process(target=_worker, args=(settings, i), daemon=False) for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def reload(_signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGHUP)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
+    try:
+        while any(p.is_alive() for p in procs):
+            for proc in procs:
+                proc.join(timeout=0.5)
+                if not proc.is_alive() and not stopping:
+                    click.echo(f"a worker exited ({proc.exitcode}); stopping the broker", err=True)
+                    stop(signal.SIGTERM, None)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if any(p.exitcode not in (0, -signal.SIGTERM) for p in procs) and not stopping:
+        sys.exit(1)
 
 
 def _run_loop(main: Coroutine[None, None, None]) -> None:
@@ -90,6 +159,13 @@ def _run_loop(main: Coroutine[None, None, None]) -> None:
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default 8300).")
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--policies", default=None, help="Policy directory (default ./policies).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes on one port (SO_REUSEPORT); more than one needs the PostgreSQL store.",
+)
 def serve(
     config: Path | None,
     dev: bool,
@@ -97,6 +173,7 @@ def serve(
     port: int | None,
     host: str | None,
     policies: str | None,
+    workers: int,
 ) -> None:
     """Run the broker."""
     try:
@@ -109,7 +186,17 @@ def serve(
             " (it holds policies/) or pass --policies DIR"
         )
     configure_logging(settings.log.format, settings.log.level)
+    if workers > 1 and settings.store.backend != "postgres":
+        raise click.ClickException(
+            '--workers > 1 needs store.backend = "postgres": worker processes share sessions,'
+            " keys and one audit log"
+        )
     try:
+        if workers > 1:
+            # Create key files and schemas once, before the workers race to.
+            _run_loop(_prepare(settings))
+            _run_workers(settings, workers)
+            return
         _run_loop(_run(settings))
     except BrokerError as exc:
         raise click.ClickException(exc.diagnostics()) from None

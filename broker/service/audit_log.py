@@ -10,6 +10,8 @@ Usage::
 
 The tree only ever holds committed records (the audit log's ``on_commit``
 hook appends them), so everything signed here describes durable records.
+On a log shared by several replicas the tree also reads what the others
+appended (``sync``): before every checkpoint, so the periodic one too.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
 from broker.adapters.audit_keys import commit_rotation, pending_rotation, prepare_rotation
-from broker.adapters.audit_store import SQLiteTransparencyStore
+from broker.adapters.audit_store import StoredCheckpoint
 from broker.adapters.audit_tree import AuditTree
 from broker.audit.audit_key import AuditKey, trusted_keys
 from broker.audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
@@ -30,12 +33,12 @@ from broker.audit.privacy import RequesterKey
 from broker.audit.proofs import ConsistencyProof, InclusionProof
 from broker.audit.receipt import Receipt, issue_receipt
 from broker.audit.record import AuditRecord
-from broker.errors import BrokerError
+from broker.errors import AuditWriteError, BrokerError
 from broker.ports import AuditSink, Clock
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
 
-__all__ = ["AuditLogService", "CheckpointNotFound", "PublishedKey"]
+__all__ = ["AuditLogService", "CheckpointNotFound", "PublishedKey", "TransparencyStore"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +48,20 @@ class CheckpointNotFound(BrokerError):
 
     code = "CheckpointNotFound"
     status = 404
+
+
+class TransparencyStore(Protocol):
+    """Checkpoints and verifier keys (SQLite next to the records, or PostgreSQL)."""
+
+    async def create(self) -> None: ...
+
+    async def add_verifier_key(self, key_id: str, verifier_key: str, now: datetime) -> None: ...
+
+    async def verifier_keys(self) -> list[tuple[str, str, datetime]]: ...
+
+    async def add_checkpoint(self, cp: Checkpoint) -> None: ...
+
+    async def checkpoint(self, size: int | None = None) -> StoredCheckpoint | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +78,7 @@ class AuditLogService:
     def __init__(
         self,
         tree: AuditTree,
-        store: SQLiteTransparencyStore,
+        store: TransparencyStore,
         key: AuditKey,
         clock: Clock,
         *,
@@ -90,6 +107,12 @@ class AuditLogService:
     @property
     def tree_size(self) -> int:
         return self._tree.size
+
+    async def sync(self) -> int:
+        """Catch the tree up with records other replicas appended (a no-op on a log
+        with one writer); returns the tree size. Call before proofs of sizes this
+        replica has not signed. Raises: AuditWriteError."""
+        return await self._tree.sync()
 
     async def start(self) -> None:
         """Create the tables, finish an interrupted rotation, publish the current key.
@@ -156,6 +179,7 @@ class AuditLogService:
             AuditWriteError: the tree is broken or the checkpoint cannot be stored.
         """
         async with self._lock:
+            await self._tree.sync()
             self._tree.check()
             size = self._tree.size
             latest = self._latest
@@ -217,6 +241,10 @@ class AuditLogService:
             AuditWriteError: the tree does not hold the record (it never answers for one it lacks).
         """
         self._tree.check()
+        if committed.seq >= self._tree.size:
+            # Only on a shared log whose catch-up read failed: the record is durable,
+            # but no receipt is signed for a leaf the tree cannot prove.
+            raise AuditWriteError(f"audit tree does not hold record {committed.seq} yet")
         return issue_receipt(
             self._key,
             committed.seq,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,6 @@ SYSTEMD = DEPLOY / "systemd"
 # Options of `broker serve` the manifests already use and the broker is gaining in the
 # same release; anything else unknown to broker/cli/serve.py is an error.
 PENDING_SERVE_OPTIONS = frozenset({"--workers"})
-
-STORE_BEGIN = "# >>> store:"
-STORE_END = "# <<< store <<<"
 
 
 def yaml_documents(path: Path) -> list[dict[str, Any]]:
@@ -46,18 +42,6 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
     found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
-
-
-def uncommented_store_block(text: str) -> str:
-    """The TOML held in the marked, commented-out ``[store]`` block ('' when absent)."""
-    lines = text.splitlines()
-    begin = [i for i, line in enumerate(lines) if line.strip().startswith(STORE_BEGIN)]
-    if not begin:
-        return ""
-    end = next(i for i in range(begin[0], len(lines)) if lines[i].strip() == STORE_END)
-    body = [line.strip() for line in lines[begin[0] + 1 : end]]
-    toml_lines = [line[2:] for line in body if re.match(r"# (\[|\w+ = )", line)]
-    return "\n".join(toml_lines) + "\n"
 
 
 def serve_options(command: list[str]) -> list[str]:

@@ -6,15 +6,13 @@ import importlib.util
 import json
 import re
 import stat
-import tomllib
-from dataclasses import fields
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from broker.cli.serve import serve
-from broker.config import Settings, load_settings
+from broker.config import load_settings
 from tests.deploy import (
     COMPOSE,
     DEPLOY,
@@ -25,11 +23,11 @@ from tests.deploy import (
     one,
     serve_options,
     shell_words,
-    uncommented_store_block,
     yaml_documents,
 )
 
-STORE_KEYS = {"backend", "dsn_file"}
+# The store each deployment is for: replicas share PostgreSQL; one host uses SQLite.
+STORE_BACKENDS = {"kubernetes": "postgres", "compose": "postgres", "systemd": "sqlite"}
 
 
 def _configs() -> dict[str, str]:
@@ -73,22 +71,17 @@ def test_config_loads_with_load_settings(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["kubernetes", "compose", "systemd"])
-def test_store_block_is_valid_toml_and_active_once_the_broker_knows_it(name: str) -> None:
-    """The marked [store] block parses; once broker.config has [store] it must be live."""
-    text = _configs()[name]
-    active = "store" in tomllib.loads(text)
-    block = uncommented_store_block(text)
-    if not active:
-        assert block, "neither an active [store] nor the marked block"
-        store = tomllib.loads(block)["store"]
-        assert set(store) <= STORE_KEYS
-        assert store["backend"] in ("sqlite", "postgres")
-        if store["backend"] == "postgres":
-            assert store["dsn_file"].startswith("/run/")
-    if "store" in {f.name for f in fields(Settings)}:
-        assert active or name == "systemd", (
-            f"broker.config now has [store]: uncomment the store block of the {name} config"
-        )
+def test_store_is_explicit_and_postgres_reads_its_dsn_from_a_file(
+    name: str, tmp_path: Path
+) -> None:
+    """[store] names the backend; PostgreSQL's DSN comes from a mounted secret file."""
+    path = tmp_path / "broker.toml"
+    path.write_text(_configs()[name], encoding="utf-8")
+    store = load_settings(path, {}).store
+    assert store.backend == STORE_BACKENDS[name]
+    if store.backend == "postgres":
+        assert store.dsn_file.startswith("/run/secrets/")
+        assert store.pool_max > 0
 
 
 @pytest.mark.parametrize("where", ["kubernetes", "compose", "systemd", "containerfile"])

@@ -209,6 +209,7 @@ def test_config_paths_point_into_the_mounts(
         settings["admin"]["admin_token_file"],
         settings["admin"]["auditor_token_file"],
         settings["vault"]["secret_id_file"],
+        settings["store"]["dsn_file"],
     ):
         parent = str(PurePosixPath(path).parent)
         assert parent == credentials, path
