@@ -29,14 +29,18 @@ from broker.adapters.datadir import (
 )
 from broker.adapters.local_kek import LocalKEK
 from broker.adapters.local_root_key import LocalRootKeyManager
+from broker.adapters.pg_audit import PostgresAuditLog
+from broker.adapters.pg_audit_store import PostgresTransparencyStore
 from broker.adapters.pg_db import PostgresDB
 from broker.adapters.pg_keys import PostgresKeyStore
 from broker.adapters.pg_lease import PostgresLease
 from broker.adapters.pg_sessions import PostgresSessionStore
+from broker.adapters.pg_tokens import PostgresTokenStore
 from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
 from broker.adapters.sqlite_sessions import SQLiteSessionStore
+from broker.adapters.sqlite_tokens import SQLiteTokenStore
 from broker.adapters.vault_client import VaultClient, VaultSettings
 from broker.adapters.vault_kek import VaultTransitKEK
 from broker.adapters.vault_kv import VaultKVSource
@@ -47,8 +51,9 @@ from broker.evidence import TrustAnchors, anchors_from_dir, pinned_anchors
 from broker.keys.wrap import ALL_ALGORITHMS
 from broker.ports import Clock, CollateralSource, KEKService, KeyStore, RootKeyManager
 from broker.service.admin import AdminAuth, AdminService
+from broker.service.admin_tokens import AdminTokenService
 from broker.service.attest import AttestLimits, AttestService
-from broker.service.audit_log import AuditLogService
+from broker.service.audit_log import AuditLogService, TransparencyStore
 from broker.service.challenge import ChallengeService
 from broker.service.context import SystemClock
 from broker.service.keys import KeyLifecycle
@@ -66,7 +71,7 @@ class Services:
     db: SQLiteDB | PostgresDB
     store: SQLiteKeyStore | PostgresKeyStore
     sessions: SQLiteSessionStore | PostgresSessionStore
-    audit: SQLiteAuditLog
+    audit: SQLiteAuditLog | PostgresAuditLog
     policies: PolicyHolder
     token_key: TokenKey
     anchors: TrustAnchors
@@ -81,6 +86,7 @@ class Services:
     admin: AdminService
     admin_auth: AdminAuth
     audit_log: AuditLogService
+    admin_tokens: AdminTokenService
 
     async def close(self) -> None:
         await self.audit.close()
@@ -239,6 +245,8 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     data = settings.data_path
     prepare_data_dir(data)
     keys_dir = settings.keys_path
+    if keys_dir != data:
+        prepare_data_dir(keys_dir, must_write=False)
     token_key = load_or_create_token_key(keys_dir / TOKEN_KEY_FILE)
     tokens = _admin_tokens(settings, keys_dir)
     allowed = _allowed_algs(settings)
@@ -250,7 +258,14 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     policies = PolicyHolder(Path(settings.policy.dir), now=clock.now())
     db, store, sessions, lease = await _open_store(settings, data)
     try:
-        audit, audit_log = await _open_audit(settings, data, clock)
+        token_store = await _token_store(db)
+        admin_auth = AdminAuth(
+            tokens,
+            store=token_store,
+            clock=clock,
+            client_cert_roles=dict(settings.admin.client_cert_roles),
+        )
+        audit, audit_log = await _open_audit(settings, data, clock, db)
     except BaseException:
         await db.close()
         raise
@@ -315,15 +330,28 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         vault=backend.vault,
         online_collateral=online,
         admin=AdminService(audit, clock, policies),
-        admin_auth=AdminAuth(tokens),
+        admin_auth=admin_auth,
         audit_log=audit_log,
+        admin_tokens=AdminTokenService(token_store, audit, clock),
     )
 
 
+async def _token_store(db: SQLiteDB | PostgresDB) -> SQLiteTokenStore | PostgresTokenStore:
+    """Admin tokens live next to the keys (one SQLite file, or the shared database)."""
+    if isinstance(db, PostgresDB):
+        pg = PostgresTokenStore(db)
+        await pg.migrate()
+        return pg
+    return SQLiteTokenStore(db)
+
+
 async def _open_audit(
-    settings: Settings, data: Path, clock: Clock
-) -> tuple[SQLiteAuditLog, AuditLogService]:
+    settings: Settings, data: Path, clock: Clock, db: SQLiteDB | PostgresDB
+) -> tuple[SQLiteAuditLog | PostgresAuditLog, AuditLogService]:
     """The audit log, its tree (rebuilt from the stored records: O(n)) and the log service.
+
+    On PostgreSQL the log is shared by every replica: each replica's tree
+    follows the shared log and catches up with what the others appended.
 
     Raises:
         AuditWriteError, ConfigError: the broker must not start.
@@ -335,20 +363,35 @@ async def _open_audit(
         load_or_create_requester_key(keys_dir) if settings.audit.hash_requesters else None
     )
     tree = AuditTree()
-    audit = SQLiteAuditLog(data / "audit.db", on_commit=tree.append_records)
-    await audit.start()
-    try:
-        # After start (the schema exists) and before any append can run.
-        await tree.load(audit.path)
-        head = await audit.head()
-        if tree.size != (0 if head is None else head.seq + 1):
-            raise AuditWriteError("audit tree and audit log disagree on size", retryable=False)
-    except BaseException:
-        await audit.close()
-        raise
+    audit: SQLiteAuditLog | PostgresAuditLog
+    transparency: TransparencyStore
+    if isinstance(db, PostgresDB):
+        audit = PostgresAuditLog(db, on_commit=tree.append_records, catch_up=tree.sync)
+        tree.follow(audit)
+        await audit.start()
+        try:
+            await tree.sync()
+        except BaseException:
+            await audit.close()
+            raise
+        transparency = PostgresTransparencyStore(db)
+    else:
+        sqlite_audit = SQLiteAuditLog(data / "audit.db", on_commit=tree.append_records)
+        audit = sqlite_audit
+        await sqlite_audit.start()
+        try:
+            # After start (the schema exists) and before any append can run.
+            await tree.load(sqlite_audit.path)
+            head = await sqlite_audit.head()
+            if tree.size != (0 if head is None else head.seq + 1):
+                raise AuditWriteError("audit tree and audit log disagree on size", retryable=False)
+        except BaseException:
+            await sqlite_audit.close()
+            raise
+        transparency = SQLiteTransparencyStore(sqlite_audit.path)
     service = AuditLogService(
         tree,
-        SQLiteTransparencyStore(audit.path),
+        transparency,
         key,
         clock,
         audit=audit,

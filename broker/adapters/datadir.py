@@ -22,12 +22,14 @@ ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 AUDITOR_TOKEN_FILE = "auditor.token"  # noqa: S105 - a file name
 
 
-def prepare_data_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise ConfigError(f"cannot create data dir {path}: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
+def prepare_data_dir(path: Path, *, must_write: bool = True) -> None:
+    """Creates the folder (0700). A shared keys dir may be read-only (a mounted Secret)."""
+    if not path.is_dir():
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {path}: {exc.strerror}") from None
+    if must_write and not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"data dir {path} is not writable")
 
 

@@ -41,12 +41,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import rfc8785
 import structlog
 
 from broker.adapters.audit_tree import canonical_from_body
+from broker.adapters.pg_audit_schema import (
+    RECORDS_COMPONENT,
+    RECORDS_SCHEMA,
+    RECORDS_VERSION,
+    migrate_component,
+)
 from broker.adapters.pg_db import DB_ERRORS, Connection, PostgresDB, describe
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
 from broker.audit.merkle import leaf_hash
@@ -59,53 +65,9 @@ from broker.audit.record import (
 )
 from broker.errors import AuditWriteError, BackendError
 
-__all__ = ["SCHEMA_COMPONENT", "SCHEMA_VERSION", "PostgresAuditLog", "migrate_component"]
+__all__ = ["PostgresAuditLog"]
 
 _log = structlog.get_logger(__name__)
-
-SCHEMA_COMPONENT: Final = "audit"
-SCHEMA_VERSION: Final = 1
-_SCHEMA_LOCK: Final = "attested-broker schema"  # the lock PostgresDB migrates under
-
-# The one-row head table is the cross-replica lock and the chain's tip; seq -1 is empty.
-_SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS audit_record (
-    seq       BIGINT PRIMARY KEY CHECK (seq >= 0),
-    time      TIMESTAMPTZ NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash      TEXT NOT NULL UNIQUE,
-    body      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_record_time ON audit_record(time);
-CREATE TABLE IF NOT EXISTS audit_head (
-    one  BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
-    seq  BIGINT NOT NULL,
-    hash TEXT NOT NULL
-);
-INSERT INTO audit_head (one, seq, hash) VALUES (true, -1, '{GENESIS_HASH}')
-    ON CONFLICT (one) DO NOTHING;
-CREATE OR REPLACE FUNCTION audit_record_link() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- A row-level BEFORE trigger sees the rows inserted before it by the same statement.
-    IF (NEW.seq = 0 AND NEW.prev_hash <> '{GENESIS_HASH}')
-       OR (NEW.seq > 0 AND NEW.prev_hash IS DISTINCT FROM
-           (SELECT hash FROM audit_record WHERE seq = NEW.seq - 1)) THEN
-        RAISE EXCEPTION 'audit record does not link to its predecessor'
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE FUNCTION audit_record_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit records are append-only' USING ERRCODE = 'insufficient_privilege';
-END $$;
-CREATE OR REPLACE TRIGGER audit_record_link BEFORE INSERT ON audit_record
-    FOR EACH ROW EXECUTE FUNCTION audit_record_link();
-CREATE OR REPLACE TRIGGER audit_record_no_change BEFORE UPDATE OR DELETE ON audit_record
-    FOR EACH ROW EXECUTE FUNCTION audit_record_frozen();
-CREATE OR REPLACE TRIGGER audit_record_no_truncate BEFORE TRUNCATE ON audit_record
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_record_frozen();
-"""
 
 _INSERT: Final = (
     "WITH rows AS ("
@@ -114,35 +76,6 @@ _INSERT: Final = (
     " ORDER BY 1 RETURNING seq)"
     " UPDATE audit_head SET seq = $6, hash = $7 WHERE one"
 )
-
-
-async def migrate_component(db: PostgresDB, component: str, version: int, ddl: str) -> None:
-    """Create ``component``'s tables (idempotent) and record or check its schema version.
-
-    Raises:
-        BackendError: the server failed, or the stored version is newer (not retryable).
-    """
-    async with db.transaction(f"creating the {component} schema") as conn:
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _SCHEMA_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_versions"
-            " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        found = await conn.fetchval(
-            "SELECT version FROM schema_versions WHERE component = $1", component
-        )
-        if found is not None and found > version:
-            raise BackendError(
-                f"the {component} schema is version {found}; this broker supports up to {version}",
-                retryable=False,
-            )
-        await conn.execute(ddl)
-        if found is None:
-            await conn.execute(
-                "INSERT INTO schema_versions (component, version) VALUES ($1, $2)",
-                component,
-                version,
-            )
 
 
 @dataclass(slots=True)
@@ -227,8 +160,8 @@ class PostgresAuditLog:
             return
         try:
             async with _audit_errors("opening the audit log"):
-                await migrate_component(self.db, SCHEMA_COMPONENT, SCHEMA_VERSION, _SCHEMA)
-            self._head = await self.head(_opening=True)
+                await migrate_component(self.db, RECORDS_COMPONENT, RECORDS_VERSION, RECORDS_SCHEMA)
+            self._head = await self._read_head()
         except AuditChainBroken as exc:
             raise AuditWriteError(f"cannot open the audit log: {exc}", retryable=False) from exc
         self._open = True
@@ -262,15 +195,18 @@ class PostgresAuditLog:
             raise AuditWriteError("audit log is overloaded") from None
         return await future
 
-    async def head(self, *, _opening: bool = False) -> AuditRecord | None:
+    async def head(self) -> AuditRecord | None:
         """The last record committed by any replica, or None for an empty log.
 
         Raises:
             AuditWriteError: the log is closed or the head cannot be read.
             AuditChainBroken: the head record is corrupt.
         """
-        if not (self._open or _opening):
+        if not self._open:
             raise AuditWriteError("audit log is not open", retryable=False)
+        return await self._read_head()
+
+    async def _read_head(self) -> AuditRecord | None:
         async with _audit_errors("reading the audit head"), self.db.connection("audit") as conn:
             row = await conn.fetchrow(
                 "SELECT r.seq, r.body FROM audit_head h JOIN audit_record r ON r.seq = h.seq"
@@ -348,18 +284,21 @@ class PostgresAuditLog:
         """
         if not self._open:
             raise AuditWriteError("audit log is not open", retryable=False)
-        report = verify_chain([])
-        count, after = 0, -1
+        # Each page is verified with the previous page's last record in front of it, so
+        # the seq and link checks run across page borders too.
+        carried: list[Any] = []
+        count, after, head_hash = 0, -1, GENESIS_HASH
         while rows := await self._rows("seq, body", after, None, self._page_size):
-            page = verify_chain(_decoded(count, rows), require_genesis=count == 0, offset=count)
-            if count and page.first_prev_hash != report.head_hash:
-                raise AuditChainBroken(count, "prev_hash does not link to the previous record")
-            count += page.count
-            report = ChainReport(count, page.head_hash, 0, page.last_seq, GENESIS_HASH)
-            after = rows[-1][0]
+            base = count - len(carried)
+            try:
+                page = verify_chain([*carried, *_decoded(rows)], require_genesis=count == 0)
+            except AuditChainBroken as exc:
+                raise AuditChainBroken(base + exc.index, exc.reason) from None
+            count, after, head_hash = base + page.count, rows[-1][0], page.head_hash
+            carried = _decoded(rows[-1:])
         if count == 0:
             raise AuditChainBroken(0, "the chain holds no records")
-        return report
+        return ChainReport(count, head_hash, 0, count - 1, GENESIS_HASH)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -381,7 +320,9 @@ class PostgresAuditLog:
                 )
         return first, -1 if high is None else int(high)
 
-    async def _rows(self, columns: str, after: int, last: int | None, limit: int) -> list[tuple]:  # type: ignore[type-arg]
+    async def _rows(
+        self, columns: str, after: int, last: int | None, limit: int
+    ) -> list[tuple[Any, ...]]:
         async with _audit_errors("reading the audit log"), self.db.connection("audit") as conn:
             rows = await conn.fetch(
                 f"SELECT {columns} FROM audit_record"  # noqa: S608 - fixed column lists
@@ -483,8 +424,8 @@ class PostgresAuditLog:
                 pending.future.set_exception(AuditWriteError(message))
 
 
-def _decoded(offset: int, rows: list[tuple]) -> list[object]:  # type: ignore[type-arg]
-    out: list[object] = []
+def _decoded(rows: list[tuple[Any, ...]]) -> list[Any]:
+    out: list[Any] = []
     for _seq, body in rows:
         try:
             out.append(json.loads(body))

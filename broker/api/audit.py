@@ -2,7 +2,7 @@
 
 Public (no token): ``GET /v1/audit/keys`` and ``GET /v1/audit/checkpoint``.
 They reveal sizes, hashes and public keys only. Everything else needs the
-``audit.read`` permission (auditor or admin), and key rotation ``audit.rotate_key`` (admin).
+permission ``broker.service.admin.ENDPOINT_PERMISSIONS`` names for it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from broker.api.keys import REQUEST_ID, SERVICES, SETTINGS
-from broker.api.middleware import client_address, read_body
+from broker.api.access import admin_ctx
+from broker.api.keys import SERVICES, SETTINGS
+from broker.api.middleware import read_body
 from broker.audit.checkpoint import Checkpoint
 from broker.audit.export import (
     EXPORT_FORMATS,
@@ -31,8 +32,6 @@ from broker.audit.ocsf import to_ocsf_lines
 from broker.audit.privacy import RequesterKey, redact_record
 from broker.audit.record import AuditRecord
 from broker.errors import Conflict, MalformedRequest
-from broker.service.admin import AdminAuth
-from broker.service.context import RequestContext
 from broker.wire.kbs import decode
 
 routes = web.RouteTableDef()
@@ -46,14 +45,6 @@ FORMATS: Final = {**EXPORT_FORMATS, "proofs": "application/x-ndjson; charset=utf
 
 class HashRequest(msgspec.Struct, forbid_unknown_fields=True):
     value: str
-
-
-def _ctx(request: web.Request, permission: str) -> RequestContext:
-    principal = request.app[SERVICES].admin_auth.authenticate(request.headers.get("Authorization"))
-    AdminAuth.require(principal, permission)
-    return RequestContext(
-        request_id=request[REQUEST_ID], client=client_address(request), actor=principal.name
-    )
 
 
 def _json(payload: object) -> web.Response:
@@ -117,28 +108,32 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 @routes.post("/v1/audit/checkpoint")
 async def sign_checkpoint(request: web.Request) -> web.Response:
     """Sign a checkpoint of the current tree now (if it grew since the last one)."""
-    _ctx(request, "audit.read")
+    admin_ctx(request)
     return _note(await request.app[SERVICES].audit_log.sign_checkpoint())
 
 
 @routes.get("/v1/audit/proof/inclusion")
 async def inclusion_proof(request: web.Request) -> web.Response:
-    _ctx(request, "audit.read")
+    admin_ctx(request)
     index, size = _req_int(request, "index"), _req_int(request, "size")
-    return _json(request.app[SERVICES].audit_log.inclusion_proof(index, size).to_dict())
+    svc = request.app[SERVICES].audit_log
+    await svc.sync()  # replicas: catch up with records the others appended
+    return _json(svc.inclusion_proof(index, size).to_dict())
 
 
 @routes.get("/v1/audit/proof/consistency")
 async def consistency_proof(request: web.Request) -> web.Response:
-    _ctx(request, "audit.read")
+    admin_ctx(request)
     old, new = _req_int(request, "from"), _req_int(request, "to")
-    return _json(request.app[SERVICES].audit_log.consistency_proof(old, new).to_dict())
+    svc = request.app[SERVICES].audit_log
+    await svc.sync()
+    return _json(svc.consistency_proof(old, new).to_dict())
 
 
 @routes.post("/v1/audit/rotate-key")
 async def rotate_key(request: web.Request) -> web.Response:
     """New checkpoints and receipts are signed with a new audit key; the old one stays published."""
-    ctx = _ctx(request, "audit.rotate_key")
+    ctx = admin_ctx(request)
     key = await request.app[SERVICES].audit_log.rotate_key(ctx)
     return _json({"key_id": key.key_id, "verifier_key": key.verifier_key})
 
@@ -146,7 +141,7 @@ async def rotate_key(request: web.Request) -> web.Response:
 @routes.post("/v1/audit/hash-requester")
 async def hash_requester(request: web.Request) -> web.Response:
     """The keyed hash a redacted export shows for a requester value (like Vault's audit-hash)."""
-    _ctx(request, "audit.read")
+    admin_ctx(request)
     key = request.app[SERVICES].audit_log.requester_key
     if key is None:
         raise Conflict("requester hashing is off (audit.hash_requesters = false)")
@@ -201,7 +196,8 @@ async def _selected(
             yield record
 
 
-@routes.get("/v1/audit/export")
+# No HEAD: the body is streamed as it is read, and a HEAD answer must not carry one.
+@routes.get("/v1/audit/export", allow_head=False)
 async def export_audit(request: web.Request) -> web.StreamResponse:
     """Streams records (a million never sit in memory) with the checkpoint they match.
 
@@ -209,7 +205,7 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
     of the current tree is signed on demand. Only records below the
     checkpoint's size are exported, so the export is consistent with it.
     """
-    _ctx(request, "audit.read")
+    admin_ctx(request)
     services = request.app[SERVICES]
     fmt = request.query.get("format", "jsonl")
     if fmt not in FORMATS:
@@ -218,6 +214,7 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
     size = _int(request, "size", required=False)
     svc = services.audit_log
     cp = await svc.sign_checkpoint() if size is None else await svc.checkpoint(size)
+    await svc.sync()  # replicas: the tree must cover the checkpoint before proofs
     hashed = request.app[SETTINGS].audit.hash_requesters and fmt in {"csv", "ocsf"}
     key = svc.requester_key
     line = _line_maker(fmt, request, cp.size, key if hashed else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
 import shutil
@@ -19,8 +20,9 @@ from aiohttp import web
 
 from broker.adapters.datadir import ADMIN_TOKEN_FILE
 from broker.api.app import create_app, install_reload_signal
+from broker.api.tls import server_context
 from broker.config import Settings, load_settings, with_dev_defaults
-from broker.errors import BrokerError
+from broker.errors import BrokerError, ConfigError
 from broker.logging import configure_logging
 from broker.wiring import open_services
 
@@ -50,15 +52,28 @@ def _settings(
 
 
 async def _run(settings: Settings, *, reuse_port: bool = False, announce: bool = True) -> None:
+    # Built first: a certificate that does not load stops the start, before any bind.
+    ssl_context = server_context(settings.tls) if settings.tls.enabled else None
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.server.shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.server.host, settings.server.port, reuse_port=reuse_port or None
+        runner,
+        settings.server.host,
+        settings.server.port,
+        reuse_port=reuse_port or None,
+        ssl_context=ssl_context,
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror}"
+        ) from None
     install_reload_signal(app)
-    url = f"http://{settings.server.host}:{settings.server.port}"
+    scheme = "https" if ssl_context is not None else "http"
+    url = f"{scheme}://{settings.server.host}:{settings.server.port}"
     if announce:
         click.echo(f"broker listening on {url}", err=True)
     if settings.dev and announce:
@@ -80,8 +95,24 @@ async def _prepare(settings: Settings) -> None:
     await services.close()
 
 
+_PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+
+
+def disable_core_dumps() -> bool:
+    """Linux: no core dump (and no ptrace by other users) can copy key material out of
+    this process. Best effort: False where prctl is unavailable. execve resets the flag,
+    so every spawned worker calls it again."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def _worker(settings: Settings, index: int) -> None:
     """One of N worker processes sharing the port (SO_REUSEPORT)."""
+    disable_core_dumps()
     configure_logging(settings.log.format, settings.log.level)
     structlog.contextvars.bind_contextvars(worker=index)
     try:
@@ -176,6 +207,7 @@ def serve(
     workers: int,
 ) -> None:
     """Run the broker."""
+    disable_core_dumps()
     try:
         settings = _settings(config, dev, data_dir, port, host, policies)
     except BrokerError as exc:
@@ -201,6 +233,4 @@ def serve(
     except BrokerError as exc:
         raise click.ClickException(exc.diagnostics()) from None
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror}"
-        ) from None
+        raise click.ClickException(f"{exc.strerror}: {exc.filename}") from None
