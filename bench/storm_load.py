@@ -1,7 +1,7 @@
 """The storm's broker and enclaves: a child broker trusting TEST AMD roots, and the
 KBS flow of one simulated enclave with any evidence provider.
 
-    async with snp_broker() as (server, chip):
+    async with snp_broker(TestAMD.generate(now)) as (server, chip):
         who = await attest_with(http, server.url, SyntheticSNPProvider(chip))
 
 BENCHMARK ONLY: the broker started here trusts the synthetic AMD chain of
@@ -13,8 +13,10 @@ stops; nothing here is, or may become, a deployment configuration.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import random
 import tempfile
 import textwrap
 import time
@@ -79,14 +81,56 @@ def _jti(token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"])
 
 
+# A refused (429) auth or attest is retried after Retry-After, as a real guest must;
+# a little jitter keeps the refused ones from coming back in one wave.
+MAX_RETRIES = 100
+RETRY_JITTER = 0.25
+
+
+@dataclass(slots=True)
+class Refusals:
+    """429 answers (rate limit or verification queue full) seen, each one retried."""
+
+    count: int = 0
+
+
+async def _post_retrying(
+    http: aiohttp.ClientSession,
+    url: str,
+    what: str,
+    body: Any,
+    refusals: Refusals,
+    headers: dict[str, str] | None = None,
+) -> tuple[Any, str | None]:
+    """POST until it is not refused; (JSON body, session cookie value if one was set)."""
+    for _ in range(MAX_RETRIES + 1):
+        async with http.post(url, json=body, headers=headers) as resp:
+            if resp.status != 429:
+                data = await _expect_json(resp, what)
+                cookie = resp.cookies.get(SESSION_COOKIE)
+                return data, None if cookie is None else cookie.value
+            await resp.read()
+            wait = float(resp.headers.get("Retry-After", "1"))
+        refusals.count += 1
+        await asyncio.sleep(wait * (1 + RETRY_JITTER * random.random()))
+    raise LoadError(f"{what}: still refused (429) after {MAX_RETRIES} retries")
+
+
 async def attest_with(
-    http: aiohttp.ClientSession, url: str, provider: EvidenceProvider
+    http: aiohttp.ClientSession,
+    url: str,
+    provider: EvidenceProvider,
+    refusals: Refusals | None = None,
 ) -> Attested:
-    """auth + attest with ``provider``'s evidence bound to the fresh nonce and key."""
+    """auth + attest with ``provider``'s evidence bound to the fresh nonce and key.
+
+    A 429 is retried after its Retry-After (the broker keeps the session's
+    nonce for a refused attest) and counted in ``refusals``.
+    """
+    refusals = refusals if refusals is not None else Refusals()
     request = {"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""}
-    async with http.post(url + "/kbs/v0/auth", json=request) as resp:
-        nonce = str((await _expect_json(resp, "auth"))["nonce"])
-        cookie = resp.cookies.get(SESSION_COOKIE)
+    data, cookie = await _post_retrying(http, url + "/kbs/v0/auth", "auth", request, refusals)
+    nonce = str(data["nonce"])
     if cookie is None:
         raise LoadError("auth: no session cookie")
     keypair = ClientKeyPair.generate("p256")
@@ -96,9 +140,9 @@ async def attest_with(
         "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
         "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
     }
-    headers = {"Cookie": f"{SESSION_COOKIE}={cookie.value}"}
-    async with http.post(url + "/kbs/v0/attest", json=body, headers=headers) as resp:
-        token = str((await _expect_json(resp, "attest"))["token"])
+    headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
+    data, _ = await _post_retrying(http, url + "/kbs/v0/attest", "attest", body, refusals, headers)
+    token = str(data["token"])
     return Attested(token=token, jti=_jti(token), keypair=keypair)
 
 
@@ -109,9 +153,10 @@ async def enclave(
     *,
     resources: int = len(RESOURCES),
     check: bool = False,
+    refusals: Refusals | None = None,
 ) -> None:
     """One enclave boot: auth, attest, ``resources`` keys (``check``: unwrap the first)."""
-    who = await attest_with(http, url, provider)
+    who = await attest_with(http, url, provider, refusals)
     for n in range(resources):
         await fetch(http, url, who, RESOURCES[n % len(RESOURCES)], check=check and n == 0)
 
@@ -152,15 +197,13 @@ async def _admin(server: SubprocessServer, method: str, path: str, body: Any = N
 
 
 @asynccontextmanager
-async def snp_broker() -> AsyncIterator[tuple[SubprocessServer, TestChip]]:
-    """A child broker trusting a fresh TEST AMD chain, with 3 keys and the storm policy.
+async def snp_broker(amd: TestAMD) -> AsyncIterator[tuple[SubprocessServer, TestChip]]:
+    """A child broker trusting the TEST AMD chain ``amd``, with 3 keys and the storm policy.
 
     BENCHMARK ONLY (see the module docstring). Yields the server and the one
     synthetic chip whose VCEK signs every report.
     """
-    now = datetime.now(UTC)
-    amd = TestAMD.generate(now)
-    chip = amd.chip(now)
+    chip = amd.chip(datetime.now(UTC))
     with tempfile.TemporaryDirectory(prefix="bench-test-amd-roots-") as tmp:
         roots = write_roots(amd, Path(tmp) / "roots")
         server = SubprocessServer(f'[evidence]\nroots_dir = "{roots}"\n')
