@@ -8,6 +8,7 @@ simulated TEE and generates credentials.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -112,6 +113,10 @@ class AdminSettings:
     # Files holding one bearer token each; the role is the key.
     admin_token_file: str = ""
     auditor_token_file: str = ""
+    # Verified client-certificate subject -> role, e.g. {"CN=ops-team" = "operator"}
+    # (TOML inline table; BROKER_ADMIN_CLIENT_CERT_ROLES takes a JSON object). Used only
+    # when tls.client_ca_file makes the server verify client certificates.
+    client_cert_roles: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,42 @@ class AuditSettings:
     # Replace client addresses and admin actors by HMAC-SHA256 (key in the data dir)
     # in CSV and OCSF exports.
     hash_requesters: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """``[tls]``: HTTPS for the broker; empty ``cert_file``: plain HTTP (behind a TLS proxy)."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    # Set: every client must present a certificate issued by one of these CAs.
+    client_ca_file: str = ""
+    min_version: str = "1.2"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """``[limits]``: request rates on ``/kbs/v0/auth`` and ``/kbs/v0/attest``, verification work.
+
+    A client is its peer address. Per-client buckets hold ``burst`` requests and refill at
+    the per-minute rate; one global bucket over both routes holds one second's worth
+    (at least ``burst``) and refills at ``global_per_second``.
+    """
+
+    auth_per_client_per_minute: int = 60
+    attest_per_client_per_minute: int = 60
+    global_per_second: int = 200
+    burst: int = 20
+    # Attestations verified at once, and auth requests in progress at once: the rest
+    # wait up to queue_seconds, then 429. They bound the store's queue, which a
+    # readiness probe waits in too.
+    verify_concurrency: int = 16
+    auth_concurrency: int = 16
+    queue_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +186,8 @@ class Settings:
     vault: VaultBackendSettings = field(default_factory=VaultBackendSettings)
     log: LogSettings = field(default_factory=LogSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     dev: bool = False
 
     @property
@@ -201,7 +244,23 @@ def _coerce(key: str, raw: Any, kind: Any) -> Any:  # noqa: PLR0912 - one branch
         if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
             return tuple(raw)
         raise ConfigError(f"{key}: expected a list of strings")
+    if kind == tuple[tuple[str, str], ...]:
+        return _string_pairs(key, raw)
     raise ConfigError(f"{key}: unsupported setting type")  # pragma: no cover
+
+
+def _string_pairs(key: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """A table of strings (TOML, or a JSON object from the environment) as sorted pairs."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a JSON object of strings") from None
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ConfigError(f"{key}: expected a table of strings")
+    return tuple(sorted(raw.items()))
 
 
 def _section(cls: type[_T], name: str, table: Mapping[str, Any], environ: Mapping[str, str]) -> _T:
@@ -231,6 +290,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreSettings,
     "log": LogSettings,
     "audit": AuditSettings,
+    "tls": TLSSettings,
+    "limits": LimitsSettings,
 }
 
 
@@ -264,9 +325,25 @@ def with_dev_defaults(settings: Settings) -> Settings:
     tees = settings.kbs.enabled_tees
     if "sample" not in tees:
         tees = (*tees, "sample")
+    limits = settings.limits
+    if limits == LimitsSettings():
+        # One laptop or benchmark drives every enclave from one address; limits the
+        # operator set (config or environment) are kept.
+        limits = replace(limits, **DEV_RATE_LIMITS)
     return replace(
-        settings, dev=True, kbs=replace(settings.kbs, enabled_tees=tees, allow_sample_tee=True)
+        settings,
+        dev=True,
+        kbs=replace(settings.kbs, enabled_tees=tees, allow_sample_tee=True),
+        limits=limits,
     )
+
+
+DEV_RATE_LIMITS: dict[str, int] = {
+    "auth_per_client_per_minute": 1_000_000,
+    "attest_per_client_per_minute": 1_000_000,
+    "global_per_second": 100_000,
+    "burst": 10_000,
+}
 
 
 def validate(settings: Settings) -> None:
@@ -294,8 +371,31 @@ def validate(settings: Settings) -> None:
     if settings.keys.backend == "vault" and not settings.vault.addr:
         raise ConfigError("vault.addr: required when keys.backend is 'vault'")
     _validate_audit_origin(settings.audit_origin)
+    _validate_transport(settings.tls, settings.limits)
     if settings.log.format not in {"json", "console"}:
         raise ConfigError("log.format: must be 'json' or 'console'")
+
+
+def _validate_transport(tls: TLSSettings, limits: LimitsSettings) -> None:
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("tls.cert_file and tls.key_file: set both or neither")
+    if tls.client_ca_file and not tls.enabled:
+        raise ConfigError("tls.client_ca_file: needs tls.cert_file and tls.key_file")
+    if tls.min_version not in {"1.2", "1.3"}:
+        raise ConfigError("tls.min_version: must be '1.2' or '1.3'")
+    # Zero would mean "no limit": a limit is lowered, never switched off.
+    for name in (
+        "auth_per_client_per_minute",
+        "attest_per_client_per_minute",
+        "global_per_second",
+        "burst",
+        "verify_concurrency",
+        "auth_concurrency",
+    ):
+        if getattr(limits, name) <= 0:
+            raise ConfigError(f"limits.{name}: must be positive")
+    if limits.queue_seconds < 0:
+        raise ConfigError("limits.queue_seconds: must not be negative")
 
 
 def _validate_audit_origin(origin: str) -> None:

@@ -218,3 +218,30 @@ class AuditSink(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTokenInfo:
+    """A stored admin token's metadata. The token itself is never stored, only its SHA-256."""
+
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class AdminTokenStore(Protocol):
+    """Hashed admin tokens, shared by every replica (a revocation applies everywhere)."""
+
+    async def add_token(self, info: AdminTokenInfo, digest: bytes) -> None: ...
+
+    async def token_by_digest(self, digest: bytes) -> AdminTokenInfo | None: ...
+
+    async def list_tokens(self) -> Sequence[AdminTokenInfo]: ...
+
+    async def revoke_token(self, token_id: str, now: datetime) -> AdminTokenInfo:
+        """Raises ResourceNotFound; revoking twice keeps the first revocation time."""
+        ...

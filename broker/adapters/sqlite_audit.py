@@ -240,7 +240,7 @@ class SQLiteAuditLog:
         return self._head
 
     async def check_writable(self) -> None:
-        """Readiness probe: the writer task runs and can take the write lock.
+        """Readiness probe: the writer task runs and can commit (take the lock, write).
 
         Raises:
             AuditWriteError: it cannot.
@@ -421,7 +421,15 @@ class SQLiteAuditLog:
     def _probe_write_lock(self) -> None:
         conn = self._writer_conn()
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        try:
+            # Rewriting the header page and committing appends a WAL frame: an empty
+            # transaction writes nothing, so it reported "ok" on a full disk.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     # -- runs on the reader thread --------------------------------------------------------------
 

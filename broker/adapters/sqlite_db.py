@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS sessions (
     token TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at);
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
 """
 
 
@@ -119,7 +129,8 @@ class SQLiteDB:
 
     async def check_writable(self) -> None:
         try:
-            async with self.transaction():
-                pass
+            async with self.transaction() as db:
+                # A real write: an empty transaction reports "ok" on a full disk.
+                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise BackendError(f"store not writable: {exc}") from None

@@ -10,25 +10,15 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from broker.api.keys import REQUEST_ID, SERVICES, SETTINGS
-from broker.api.middleware import client_address, read_body
+from broker.api.access import admin_ctx
+from broker.api.keys import SERVICES, SETTINGS
+from broker.api.middleware import read_body
 from broker.errors import MalformedRequest
 from broker.ports import ResourceInfo, VersionInfo
-from broker.service.admin import AdminAuth
-from broker.service.context import RequestContext
 from broker.wire import admin as wire
 from broker.wire.kbs import decode
 
 routes = web.RouteTableDef()
-
-
-def _principal_ctx(request: web.Request, permission: str) -> RequestContext:
-    services = request.app[SERVICES]
-    principal = services.admin_auth.authenticate(request.headers.get("Authorization"))
-    AdminAuth.require(principal, permission)
-    return RequestContext(
-        request_id=request[REQUEST_ID], client=client_address(request), actor=principal.name
-    )
 
 
 def _info(info: ResourceInfo, versions: Sequence[VersionInfo] | None = None) -> wire.KeyInfo:
@@ -80,10 +70,11 @@ def _resource(request: web.Request) -> str:
 
 
 def _version(request: web.Request) -> int:
-    try:
-        return int(request.match_info["version"])
-    except ValueError:
-        raise MalformedRequest("version must be an integer") from None
+    raw = request.match_info["version"]
+    # int() alone takes "+7", "-1", non-ASCII digits and values no store column holds.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not 0 < int(raw) < 1 << 31:
+        raise MalformedRequest("version must be a positive integer")
+    return int(raw)
 
 
 _KEY = "/v1/keys/{repo}/{type}/{tag}"
@@ -91,7 +82,7 @@ _KEY = "/v1/keys/{repo}/{type}/{tag}"
 
 @routes.post("/v1/keys")
 async def create_key(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     req: wire.CreateKey = await _body(request, wire.CreateKey)
     info = await request.app[SERVICES].keys.create_key(req.id, ctx, rotate_every=req.rotate_every)
     return _json(_info(info), 201)
@@ -99,7 +90,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 @routes.post("/v1/secrets")
 async def put_secret(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     req: wire.PutSecret = await _body(request, wire.PutSecret)
     keys = request.app[SERVICES].keys
     if (req.value is None) == (req.vault_kv is None):
@@ -113,7 +104,7 @@ async def put_secret(request: web.Request) -> web.Response:
 
 @routes.get("/v1/keys")
 async def list_keys(request: web.Request) -> web.Response:
-    _principal_ctx(request, "keys.read")
+    admin_ctx(request)
     keys = request.app[SERVICES].keys
     due = request.query.get("due", "") in {"1", "true", "yes"}
     infos = await (keys.due() if due else keys.list())
@@ -122,14 +113,14 @@ async def list_keys(request: web.Request) -> web.Response:
 
 @routes.get(_KEY)
 async def show_key(request: web.Request) -> web.Response:
-    _principal_ctx(request, "keys.read")
+    admin_ctx(request)
     details = await request.app[SERVICES].keys.details(_resource(request))
     return _json(_info(details.info, details.versions))
 
 
 @routes.patch(_KEY)
 async def configure_key(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     req: wire.KeySettings = await _body(request, wire.KeySettings)
     info = await request.app[SERVICES].keys.configure(
         _resource(request),
@@ -142,7 +133,7 @@ async def configure_key(request: web.Request) -> web.Response:
 
 @routes.post(_KEY + "/rotate")
 async def rotate_key(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     req: wire.RotateKey = await _body(request, wire.RotateKey)
     value = None if req.value is None else _b64(req.value)
     info = await request.app[SERVICES].keys.rotate(_resource(request), ctx, value=value)
@@ -151,42 +142,42 @@ async def rotate_key(request: web.Request) -> web.Response:
 
 @routes.post(_KEY + "/versions/{version}/retire")
 async def retire_version(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     await request.app[SERVICES].keys.retire(_resource(request), _version(request), ctx)
     return web.Response(status=204)
 
 
 @routes.post(_KEY + "/versions/{version}/restore")
 async def restore_version(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     await request.app[SERVICES].keys.restore(_resource(request), _version(request), ctx)
     return web.Response(status=204)
 
 
 @routes.post(_KEY + "/versions/{version}/destroy")
 async def destroy_version(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     await request.app[SERVICES].keys.destroy(_resource(request), _version(request), ctx)
     return web.Response(status=204)
 
 
 @routes.delete(_KEY)
 async def delete_key(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "keys.write")
+    ctx = admin_ctx(request)
     await request.app[SERVICES].keys.delete(_resource(request), ctx)
     return web.Response(status=204)
 
 
 @routes.post("/v1/root-key/rotate")
 async def rotate_root_key(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "root_key.rotate")
+    ctx = admin_ctx(request)
     result = await request.app[SERVICES].root_key.rotate(ctx)
     return _json({"resealed": result.resealed, "key_id": result.key_id})
 
 
 @routes.get("/v1/policies")
 async def policies(request: web.Request) -> web.Response:
-    _principal_ctx(request, "policy.read")
+    admin_ctx(request)
     holder = request.app[SERVICES].policies
     current = holder.current
     return _json(
@@ -201,7 +192,7 @@ async def policies(request: web.Request) -> web.Response:
 
 @routes.post("/v1/policies/reload")
 async def reload_policies(request: web.Request) -> web.Response:
-    ctx = _principal_ctx(request, "policy.reload")
+    ctx = admin_ctx(request)
     result = await request.app[SERVICES].admin.reload_policies(ctx)
     return _json(
         wire.ReloadStatus(

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from broker.api import admin, audit, kbs, ops, policies
+from broker.api import admin, audit, kbs, openapi, ops, policies, tokens
+from broker.api.access import admin_access
 from broker.api.keys import METRICS, SERVICES, SETTINGS
+from broker.api.limits import rate_limits
 from broker.api.metrics import Metrics
 from broker.api.middleware import request_context
 from broker.config import Settings
@@ -29,7 +31,7 @@ def create_app(
 ) -> web.Application:
     """Builds the app; services are opened on start-up unless given (tests)."""
     app = web.Application(
-        middlewares=[request_context],
+        middlewares=[request_context, rate_limits(settings.limits), admin_access],
         # One byte over the limit must still be refused by our own check, with our error.
         client_max_size=settings.server.max_request_bytes + 1,
     )
@@ -40,6 +42,8 @@ def create_app(
     app.add_routes(audit.routes)
     app.add_routes(ops.routes)
     app.add_routes(policies.routes)
+    app.add_routes(tokens.routes)
+    app.add_routes(openapi.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         owned = services is None

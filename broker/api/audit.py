@@ -52,7 +52,11 @@ def _json(payload: object) -> web.Response:
 
 
 def _int(request: web.Request, name: str, *, required: bool = True) -> int | None:
-    raw = request.query.get(name)
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        # A proxy and the broker could each read a different one of them.
+        raise MalformedRequest(f"query parameter {name} given more than once")
+    raw = values[0] if values else None
     if raw is None or raw == "":
         if required:
             raise MalformedRequest(f"query parameter {name} is required")

@@ -105,7 +105,8 @@ def _version_param(request: web.Request) -> int | None:
     raw = request.query.get("version")
     if raw is None:
         return None
-    if not raw.isdigit() or not 0 < int(raw) < 1 << 31:
+    # isdigit() alone admits non-ASCII digits ("\u00b2") that int() refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not 0 < int(raw) < 1 << 31:
         raise MalformedRequest("version must be a positive integer")
     return int(raw)
 

@@ -12,13 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.api.keys import REQUEST_ID, SERVICES, SETTINGS
-from broker.api.middleware import client_address, read_body
+from broker.api.access import admin_ctx
+from broker.api.keys import SERVICES, SETTINGS
+from broker.api.middleware import read_body
 from broker.errors import MalformedRequest, PolicyError
 from broker.policy.load import MAX_FILES, load_policy_texts
 from broker.policy.simulate import parse_since, simulate
-from broker.service.admin import AdminAuth
-from broker.service.context import RequestContext
 
 routes = web.RouteTableDef()
 
@@ -27,15 +26,6 @@ class DraftInvalid(MalformedRequest):
     """The draft policy set does not load (its first error is the detail)."""
 
     code = "DraftPolicyInvalid"
-
-
-def _principal_ctx(request: web.Request, permission: str) -> RequestContext:
-    services = request.app[SERVICES]
-    principal = services.admin_auth.authenticate(request.headers.get("Authorization"))
-    AdminAuth.require(principal, permission)
-    return RequestContext(
-        request_id=request[REQUEST_ID], client=client_address(request), actor=principal.name
-    )
 
 
 def _draft_files(body: bytes) -> dict[str, bytes]:
@@ -52,7 +42,7 @@ def _draft_files(body: bytes) -> dict[str, bytes]:
 
 @routes.post("/v1/policies/simulate")
 async def simulate_draft(request: web.Request) -> web.Response:
-    _principal_ctx(request, "policy.read")
+    admin_ctx(request)
     services = request.app[SERVICES]
     files = _draft_files(await read_body(request, request.app[SETTINGS].server.max_request_bytes))
     window = parse_since(request.query.get("since", "30d"))

@@ -54,11 +54,30 @@ def _write_secret(path: Path, data: bytes) -> None:
     required=True,
     help="Where to write the secret (created 0600).",
 )
-def get_resource(resource: str, url: str, tee: str, wrap: str, out: Path) -> None:
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Trust only this CA (PEM) for the broker's https:// certificate.",
+)
+@click.option(
+    "--pin-sha256",
+    multiple=True,
+    help="SHA-256 of the broker certificate's public key (base64 or hex); repeatable.",
+)
+def get_resource(
+    resource: str,
+    url: str,
+    tee: str,
+    wrap: str,
+    out: Path,
+    ca_file: str | None,
+    pin_sha256: tuple[str, ...],
+) -> None:
     """Attest, fetch RESOURCE (repo/type/tag), unwrap it and write it to --out."""
 
     async def run() -> None:
-        async with BrokerClient(url, wrap=wrap) as broker:
+        async with BrokerClient(url, wrap=wrap, ca_file=ca_file, pin_sha256=pin_sha256) as broker:
             released = await broker.get_resource(resource, _ALL_PROVIDERS[tee]())
         _write_secret(out, released.value.reveal())
         click.echo(

@@ -13,6 +13,7 @@ from broker.cli.policy import policy
 from broker.cli.refs import refs
 from broker.cli.root_key import root_key
 from broker.cli.serve import serve
+from broker.cli.tokens import tokens
 
 
 @click.group()
@@ -29,6 +30,7 @@ cli.add_command(audit)
 cli.add_command(client)
 cli.add_command(evidence)
 cli.add_command(root_key)
+cli.add_command(tokens)
 
 
 def main() -> None:

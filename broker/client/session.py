@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -23,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from broker.audit.audit_key import AuditKeyInvalid, trusted_keys
 from broker.audit.receipt import Receipt, ReceiptError, decode_receipt_header, verify_receipt
 from broker.client.providers import EvidenceProvider
-from broker.errors import BackendError, BrokerError, MalformedRequest, TokenInvalid
+from broker.client.tls import client_context
+from broker.errors import BackendError, BrokerError, ConfigError, MalformedRequest, TokenInvalid
 from broker.evidence.binding import expectation_for
 from broker.keys.material import SecretBytes
 from broker.keys.unwrap import ClientKeyPair, unwrap
@@ -64,6 +66,17 @@ def _token_jti(token: str) -> str:
 RECEIPT_HEADER = "X-Audit-Receipt"
 
 
+def _tls_reason(exc: aiohttp.ClientError) -> str:
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        # Set by OpenSSL's own checks; a pin mismatch carries its reason in args.
+        message = getattr(cause, "verify_message", None)
+        return str(message or (cause.args[0] if cause.args else "certificate refused"))
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or type(cause).__name__
+    return type(exc).__name__
+
+
 class BrokerClient:
     """KBS client. Release receipts are verified against the broker's audit keys.
 
@@ -73,6 +86,11 @@ class BrokerClient:
     same broker, which checks the receipt's integrity but trusts that broker
     for the keys; a release without a receipt is then accepted with
     ``receipt=None`` (an older broker).
+
+    Over ``https://`` the broker's certificate is verified against the system
+    trust store, or only against ``ca_file``; ``pin_sha256`` adds SPKI pins
+    checked during the handshake (see ``broker.client.tls``); ``cert_file``
+    and ``key_file`` present a client certificate to a broker that asks for one.
     """
 
     def __init__(
@@ -82,8 +100,20 @@ class BrokerClient:
         timeout: float = 30.0,
         wrap: str = "p256",
         trusted_audit_keys: Iterable[str] | None = None,
+        ca_file: str | None = None,
+        pin_sha256: Sequence[str] = (),
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         self._url = url.rstrip("/")
+        self._ssl: ssl.SSLContext | None = None
+        if ca_file or pin_sha256 or cert_file:
+            if not self._url.startswith("https://"):
+                # Silently sending evidence in the clear past a pin would be worse than failing.
+                raise ConfigError("ca-file, pin-sha256 and cert-file need an https:// broker URL")
+            self._ssl = client_context(
+                ca_file=ca_file, pin_sha256=pin_sha256, cert_file=cert_file, key_file=key_file
+            )
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._wrap = wrap
         self._http: aiohttp.ClientSession | None = None
@@ -96,7 +126,9 @@ class BrokerClient:
     async def __aenter__(self) -> BrokerClient:
         # unsafe=True: the jar must keep cookies of an IP-address host (127.0.0.1).
         self._http = aiohttp.ClientSession(
-            timeout=self._timeout, cookie_jar=aiohttp.CookieJar(unsafe=True)
+            timeout=self._timeout,
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True),
         )
         return self
 
@@ -121,6 +153,12 @@ class BrokerClient:
         try:
             async with self.http.request(method, self._url + path, **kwargs) as resp:
                 body = await resp.read()
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            # Not retryable: an untrusted or unpinned certificate does not fix itself.
+            raise BackendError(
+                f"TLS verification of the broker at {self._url} failed: {_tls_reason(exc)}",
+                retryable=False,
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BackendError(
                 f"cannot reach the broker at {self._url}: {type(exc).__name__}"

@@ -41,7 +41,8 @@ def load_pem_chain(pem: bytes, *, error: type[EvidenceError]) -> list[x509.Certi
     text = pem.removesuffix(b"\0")
     try:
         certs = x509.load_pem_x509_certificates(text)
-    except ValueError as exc:
+    # InvalidVersion (an unknown X.509 version number) is not a ValueError.
+    except (ValueError, x509.InvalidVersion) as exc:
         raise error("certificate chain is not valid PEM") from exc
     if not 1 <= len(certs) <= MAX_CHAIN_LEN:
         raise error(f"certificate chain of {len(certs)} certificates")

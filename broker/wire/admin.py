@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 
@@ -11,8 +13,12 @@ class CreateKey(msgspec.Struct, forbid_unknown_fields=True):
     rotate_every: str | None = None
 
 
+# Bounded so that every store (SQLite, PostgreSQL integer columns) can hold the value.
+Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+
 class KeySettings(msgspec.Struct, forbid_unknown_fields=True):
-    min_release_version: int | None = None
+    min_release_version: Version | None = None
     # "30d", "12h"...; "never" turns scheduled rotation off.
     rotate_every: str | None = None
 

@@ -54,7 +54,8 @@ def decode(body: bytes, kind: type[msgspec.Struct]) -> Any:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         raise MalformedRequest(f"invalid {kind.__name__}: {exc}") from None
-    except msgspec.DecodeError:
+    # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 in an object key.
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise MalformedRequest("request body is not valid JSON") from None
 
 
