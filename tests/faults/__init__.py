@@ -1,0 +1,1 @@
+"""Fault injection: the broker under disk, crash, backend, clock and policy faults."""
