@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from broker.errors import MalformedRequest
+from broker.errors import (
+    KeyVersionDestroyed,
+    KeyVersionNotReleasable,
+    MalformedRequest,
+    ResourceNotFound,
+)
 from broker.evidence.collateral import CollateralRequest
 from broker.keys.material import SecretBytes
 
@@ -45,6 +50,28 @@ class StoredValue:
     info: ResourceInfo
     version: int
     sealed: bytes
+
+
+def releasable_version(
+    info: ResourceInfo, wanted: int, state: str | None, sealed: bytes | None
+) -> StoredValue:
+    """The KeyStore release rule, shared by every store (``state`` None: no such version).
+
+    Raises:
+        ResourceNotFound, KeyVersionDestroyed, KeyVersionNotReleasable.
+    """
+    if state is None:
+        raise ResourceNotFound(f"resource {info.id} has no version {wanted}")
+    if state == DESTROYED or sealed is None:
+        raise KeyVersionDestroyed(f"version {wanted} of {info.id} was destroyed")
+    if state == RETIRED:
+        raise KeyVersionNotReleasable(f"version {wanted} of {info.id} is retired")
+    if wanted < info.min_release_version:
+        raise KeyVersionNotReleasable(
+            f"version {wanted} of {info.id} is below its minimum release version"
+            f" {info.min_release_version}"
+        )
+    return StoredValue(info=info, version=wanted, sealed=bytes(sealed))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,10 @@ misses a key that signed something.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
 
+from broker.adapters.datadir import fsync_dir, write_secret_file
 from broker.audit.audit_key import AuditKey
 from broker.audit.privacy import KEY_SIZE, RequesterKey
 from broker.errors import ConfigError
@@ -42,23 +42,6 @@ __all__ = [
 AUDIT_KEY_FILE: Final = "audit-signing-key.pem"
 AUDIT_KEY_NEXT_FILE: Final = "audit-signing-key.pem.next"
 REQUESTER_KEY_FILE: Final = "audit-requester-hmac.key"
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> bytes:
@@ -82,12 +65,12 @@ def load_or_create_audit_key(data: Path, *, name: str) -> AuditKey:
     path = data / AUDIT_KEY_FILE
     if not path.exists():
         try:
-            _write_secret(path, AuditKey.generate(name).to_pem())
+            write_secret_file(path, AuditKey.generate(name).to_pem())
         except FileExistsError:
             pass  # a racing start created it first: use that one
         except OSError as exc:
             raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
-        _fsync_dir(data)
+        fsync_dir(data)
     return _load(path, name)
 
 
@@ -110,10 +93,10 @@ def prepare_rotation(data: Path, *, name: str) -> AuditKey:
     path = data / AUDIT_KEY_NEXT_FILE
     if not path.exists():
         try:
-            _write_secret(path, AuditKey.generate(name).to_pem())
+            write_secret_file(path, AuditKey.generate(name).to_pem())
         except OSError as exc:
             raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
-        _fsync_dir(data)
+        fsync_dir(data)
     return _load(path, name)
 
 
@@ -125,7 +108,7 @@ def commit_rotation(data: Path) -> None:
     """
     try:
         (data / AUDIT_KEY_NEXT_FILE).replace(data / AUDIT_KEY_FILE)
-        _fsync_dir(data)
+        fsync_dir(data)
     except OSError as exc:
         raise ConfigError(f"cannot install the new audit key: {exc.strerror}") from None
 
@@ -141,7 +124,7 @@ def load_or_create_requester_key(data: Path, *, create: bool = True) -> Requeste
         if not create:
             raise ConfigError(f"requester HMAC key {path} does not exist")
         try:
-            _write_secret(path, RequesterKey.generate().material)
+            write_secret_file(path, RequesterKey.generate().material)
         except FileExistsError:
             pass
         except OSError as exc:

@@ -33,7 +33,7 @@ def prepare_data_dir(path: Path, *, must_write: bool = True) -> None:
         raise ConfigError(f"data dir {path} is not writable")
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, data)
@@ -53,7 +53,7 @@ def load_or_create_root_key(path: Path, *, create: bool) -> RootKey:
     if not path.exists():
         if not create:
             raise ConfigError(f"root key file {path} does not exist (create one or use --dev)")
-        _write_secret(path, RootKey.generate().material.reveal())
+        write_secret_file(path, RootKey.generate().material.reveal())
     raw = _read_secret(path)
     try:
         return RootKey.from_bytes(raw)
@@ -77,18 +77,18 @@ def write_next_root_key(data: Path) -> RootKey:
     """Creates root.key.next (or reuses it, finishing an interrupted rotation)."""
     path = data / ROOT_KEY_NEXT_FILE
     if not path.exists():
-        _write_secret(path, RootKey.generate().material.reveal())
-        _fsync_dir(data)
+        write_secret_file(path, RootKey.generate().material.reveal())
+        fsync_dir(data)
     return load_or_create_root_key(path, create=False)
 
 
 def promote_next_root_key(data: Path) -> None:
     """Atomically makes root.key.next the root key."""
     os.replace(data / ROOT_KEY_NEXT_FILE, data / ROOT_KEY_FILE)
-    _fsync_dir(data)
+    fsync_dir(data)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -98,7 +98,7 @@ def _fsync_dir(path: Path) -> None:
 
 def load_or_create_token_key(path: Path) -> TokenKey:
     if not path.exists():
-        _write_secret(path, TokenKey.generate().to_pem())
+        write_secret_file(path, TokenKey.generate().to_pem())
     try:
         return TokenKey.from_pem(_read_secret(path))
     except Exception:  # noqa: BLE001 - the message must not echo key bytes
@@ -109,7 +109,7 @@ def load_or_create_token(path: Path, *, create: bool) -> str:
     if not path.exists():
         if not create:
             raise ConfigError(f"admin token file {path} does not exist")
-        _write_secret(path, secrets.token_urlsafe(32).encode())
+        write_secret_file(path, secrets.token_urlsafe(32).encode())
     token = _read_secret(path).decode("utf-8", "replace").strip()
     if len(token) < 16:
         raise ConfigError(f"admin token in {path} is too short (16 characters at least)")

@@ -17,11 +17,18 @@ from broker.errors import (
     BackendError,
     Conflict,
     KeyVersionDestroyed,
-    KeyVersionNotReleasable,
     MalformedRequest,
     ResourceNotFound,
 )
-from broker.ports import ACTIVE, DESTROYED, RETIRED, ResourceInfo, StoredValue, VersionInfo
+from broker.ports import (
+    ACTIVE,
+    DESTROYED,
+    RETIRED,
+    ResourceInfo,
+    StoredValue,
+    VersionInfo,
+    releasable_version,
+)
 
 
 def _stamp(now: datetime) -> str:
@@ -114,18 +121,8 @@ class SQLiteKeyStore:
             raise ResourceNotFound(f"no resource {resource}")
         info = _info(row)
         wanted = info.current_version if version is None else version
-        if row["v_version"] is None:
-            raise ResourceNotFound(f"resource {resource} has no version {wanted}")
-        if row["v_state"] == DESTROYED or row["v_sealed"] is None:
-            raise KeyVersionDestroyed(f"version {wanted} of {resource} was destroyed")
-        if row["v_state"] == RETIRED:
-            raise KeyVersionNotReleasable(f"version {wanted} of {resource} is retired")
-        if wanted < info.min_release_version:
-            raise KeyVersionNotReleasable(
-                f"version {wanted} of {resource} is below its minimum release version"
-                f" {info.min_release_version}"
-            )
-        return StoredValue(info=info, version=wanted, sealed=bytes(row["v_sealed"]))
+        state = None if row["v_version"] is None else row["v_state"]
+        return releasable_version(info, wanted, state, row["v_sealed"])
 
     async def add_version(
         self,

@@ -22,7 +22,7 @@ def client() -> None:
     """Act as an enclave: attest and fetch resources."""
 
 
-def _write_secret(path: Path, data: bytes) -> None:
+def write_secret_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -79,7 +79,7 @@ def get_resource(
     async def run() -> None:
         async with BrokerClient(url, wrap=wrap, ca_file=ca_file, pin_sha256=pin_sha256) as broker:
             released = await broker.get_resource(resource, _ALL_PROVIDERS[tee]())
-        _write_secret(out, released.value.reveal())
+        write_secret_file(out, released.value.reveal())
         click.echo(
             f"wrote {len(released.value)} bytes of {released.resource} version {released.version}"
             f" ({released.alg}) to {out}"

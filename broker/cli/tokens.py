@@ -18,7 +18,7 @@ def _print(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _write_secret(path: Path, token: str) -> None:
+def write_secret_file(path: Path, token: str) -> None:
     # O_EXCL: never overwrite (or follow a planted link to) an existing file; 0600 from birth.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -54,7 +54,7 @@ def create(
         body["expires"] = expires
     answer = call(url, token, "POST", "/v1/tokens", body)
     if out is not None:
-        _write_secret(out, answer["token"])
+        write_secret_file(out, answer["token"])
         _print(answer["info"])
         click.echo(f"token written to {out}", err=True)
         return
