@@ -29,7 +29,7 @@ from broker.errors import (
     UnsupportedTEE,
 )
 from broker.evidence import canonical_tee
-from broker.evidence.azure import (
+from broker.evidence.azure_hcl import (
     HCL_TYPE_SNP,
     HCL_TYPE_TDX,
     AzureEvidence,

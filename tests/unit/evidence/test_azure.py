@@ -22,14 +22,12 @@ from broker.errors import (
 )
 from broker.evidence import get_verifier
 from broker.evidence.azure import (
-    IGVM_OFFSET,
-    AzureEvidence,
     AzureSNPVTPMVerifier,
     AzureTDXVTPMVerifier,
-    HCLReport,
     verify_az_snp_vtpm,
     verify_az_tdx_vtpm,
 )
+from broker.evidence.azure_hcl import IGVM_OFFSET, AzureEvidence, HCLReport
 from broker.evidence.model import Expectation, TrustAnchors, VerifyContext
 from tests.vectors import (
     expected,

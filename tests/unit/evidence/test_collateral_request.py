@@ -25,7 +25,7 @@ from broker.errors import (
     EvidenceSignatureError,
 )
 from broker.evidence import get_verifier, pinned_anchors
-from broker.evidence.azure import AzureEvidence
+from broker.evidence.azure_hcl import AzureEvidence
 from broker.evidence.collateral import CollateralRequest, collateral_request
 from broker.evidence.dcap_quote import DCAPQuote
 from broker.evidence.model import VerifiedClaims, VerifyContext
