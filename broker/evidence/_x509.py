@@ -331,7 +331,17 @@ def verify_chain(
         raise EvidenceFormatError(f"certificate chain of {len(chain)} exceeds {max_len}")
     for cert in chain:
         verify_valid_at(cert, now)
-    verify_self_signed(root)
+    # Validity depends on `now` and is checked every time; the signatures and path
+    # lengths depend only on the certificates' bytes, so a chain that verified once
+    # is not verified again (a fleet presents the same VCEK/ASK/ARK over and over).
+    _verify_links(tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain))
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_links(ders: tuple[bytes, ...]) -> bool:
+    """Signatures and CA constraints of a chain given as DER (failures are not cached)."""
+    chain = [load_certificate(der) for der in ders]
+    verify_self_signed(chain[-1])
     for below, (child, issuer) in enumerate(itertools.pairwise(chain)):
         verify_issued_by(child, issuer)
         limit = _require_ca(issuer).path_length
@@ -340,6 +350,7 @@ def verify_chain(
             raise EvidenceSignatureError(
                 f"path length of {subject_of(issuer)} ({limit}) is exceeded"
             )
+    return True
 
 
 def verify_crl_issued_by(

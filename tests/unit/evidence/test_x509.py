@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from broker.errors import CollateralError, EvidenceFormatError, EvidenceSignatureError
 from broker.evidence import _x509
-from tests.vectors import read_bytes, requires_evidence, vector_path
+from tests.vectors import expected, parse_time, read_bytes, requires_evidence, vector_path
 
 NOW = datetime(2025, 9, 1, tzinfo=UTC)
 START = NOW - timedelta(days=365)
@@ -356,3 +356,25 @@ def test_forged_crl_is_rejected() -> None:
     forged = make_crl("Test ARK", rsa_key("forger"), [])
     with pytest.raises(EvidenceSignatureError):
         _x509.check_revocation([leaf, mid, root], [forged], now=NOW)
+
+
+@requires_evidence
+def test_cached_chain_still_checks_validity() -> None:
+    """A chain whose signatures verified before is still refused outside its validity window."""
+    from datetime import timedelta
+
+    from broker.errors import CollateralError as _CollateralError
+    from broker.evidence import pinned_anchors
+    from broker.evidence._x509 import _verify_links, load_certificate, verify_chain
+
+    vek = load_certificate(read_bytes("sev-snp", "trustee-milan-vcek.vcek.der"))
+    anchors = pinned_anchors()
+    ask = load_certificate(anchors.get("amd-milan-ask"))
+    ark = load_certificate(anchors.get("amd-milan-ark"))
+    when = parse_time(expected("sev-snp", "trustee-milan-vcek")["verification_time"])
+    verify_chain(vek, [ask], ark, now=when, max_len=3)
+    hits = _verify_links.cache_info().hits
+    verify_chain(vek, [ask], ark, now=when, max_len=3)
+    assert _verify_links.cache_info().hits == hits + 1
+    with pytest.raises(_CollateralError):
+        verify_chain(vek, [ask], ark, now=when + timedelta(days=365 * 10), max_len=3)
