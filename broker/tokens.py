@@ -8,6 +8,7 @@ key, another broker's key and expired tokens raise TokenInvalid.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -149,9 +150,41 @@ def verify(key: TokenKey, token: str, *, issuer: str, now: datetime) -> TokenCla
         raise TokenInvalid("token claims malformed") from None
     if payload.get("iss") != issuer:
         raise TokenInvalid("token issued by another broker")
-    ts = now.timestamp()
-    if ts >= exp:
-        raise TokenInvalid("token expired")
-    if iat > ts + 60:
-        raise TokenInvalid("token issued in the future")
+    _check_time(info, now)
     return info
+
+
+def _check_time(info: TokenClaims, now: datetime) -> None:
+    ts = now.timestamp()
+    if ts >= info.expires_at:
+        raise TokenInvalid("token expired")
+    if info.issued_at > ts + 60:
+        raise TokenInvalid("token issued in the future")
+
+
+class TokenVerifier:
+    """``verify`` for one broker key and issuer, remembering tokens that verified.
+
+    An enclave presents the same token for every resource it fetches: its
+    signature is checked once, its lifetime at every use. Only tokens that
+    verified are remembered (a forged or altered token is a different string).
+    """
+
+    def __init__(self, key: TokenKey, *, issuer: str, maxsize: int = 4096) -> None:
+        self._key = key
+        self._issuer = issuer
+        self._maxsize = maxsize
+        self._seen: OrderedDict[str, TokenClaims] = OrderedDict()
+
+    def verify(self, token: str, *, now: datetime) -> TokenClaims:
+        """Raises TokenInvalid, as ``verify`` does."""
+        info = self._seen.get(token)
+        if info is None:
+            info = verify(self._key, token, issuer=self._issuer, now=now)
+            self._seen[token] = info
+            if len(self._seen) > self._maxsize:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(token)
+            _check_time(info, now)
+        return info

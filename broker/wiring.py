@@ -61,7 +61,7 @@ from broker.service.policies import PolicyHolder
 from broker.service.release import ReleaseService
 from broker.service.root_key import RootKeyService
 from broker.service.rotation import RotationScheduler
-from broker.tokens import TokenKey
+from broker.tokens import TokenKey, TokenVerifier
 
 
 @dataclass(slots=True)
@@ -74,6 +74,7 @@ class Services:
     audit: SQLiteAuditLog | PostgresAuditLog
     policies: PolicyHolder
     token_key: TokenKey
+    tokens: TokenVerifier
     anchors: TrustAnchors
     challenge: ChallengeService
     attest: AttestService
@@ -288,6 +289,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         audit=audit,
         policies=policies,
         token_key=token_key,
+        tokens=TokenVerifier(token_key, issuer=settings.kbs.issuer),
         anchors=anchors,
         challenge=ChallengeService(
             sessions,

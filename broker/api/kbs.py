@@ -11,7 +11,7 @@ from broker.audit.receipt import encode_receipt_header
 from broker.errors import BrokerError, MalformedRequest, SessionMissing, TokenInvalid
 from broker.service.attest import AttestInput
 from broker.service.context import RequestContext
-from broker.tokens import TokenClaims, verify
+from broker.tokens import TokenClaims
 from broker.wire import kbs as wire
 
 SESSION_COOKIE = "kbs-session-id"
@@ -84,7 +84,6 @@ async def attest(request: web.Request) -> web.Response:
 
 async def _token_for(request: web.Request) -> TokenClaims:
     services = request.app[SERVICES]
-    settings = request.app[SETTINGS]
     header = request.headers.get("Authorization", "")
     if header:
         if not header.startswith("Bearer "):
@@ -98,7 +97,7 @@ async def _token_for(request: web.Request) -> TokenClaims:
         if session is None or session.token is None:
             raise SessionMissing("session has no attestation result: attest first")
         token = session.token
-    return verify(services.token_key, token, issuer=settings.kbs.issuer, now=services.clock.now())
+    return services.tokens.verify(token, now=services.clock.now())
 
 
 def _version_param(request: web.Request) -> int | None:

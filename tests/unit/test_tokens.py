@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.errors import TokenInvalid
-from broker.tokens import TokenKey, issue, verify
+from broker.tokens import TokenKey, TokenVerifier, issue, verify
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
@@ -104,3 +104,18 @@ def test_key_pem_roundtrip() -> None:
     key = TokenKey.generate()
     assert TokenKey.from_pem(key.to_pem()).kid == key.kid
     assert "d" not in key.public_jwk()
+
+
+def test_verifier_checks_lifetime_of_remembered_tokens() -> None:
+    """A token verified once is remembered, but its expiry still applies at every use."""
+    key = TokenKey.generate()
+    verifier = TokenVerifier(key, issuer="b", maxsize=2)
+    token = _issue(key)
+    assert verifier.verify(token, now=NOW).tee == "sample"
+    assert verifier.verify(token, now=NOW + timedelta(seconds=10)).tee == "sample"
+    with pytest.raises(TokenInvalid, match="expired"):
+        verifier.verify(token, now=NOW + timedelta(seconds=301))
+    with pytest.raises(TokenInvalid):
+        verifier.verify(token[:-4] + "AAAA", now=NOW)
+    with pytest.raises(TokenInvalid):
+        TokenVerifier(TokenKey.generate(), issuer="b").verify(token, now=NOW)
