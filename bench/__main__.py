@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import Budget, Result, quiet_known_warnings, render
 
-BENCHMARKS = ("verify", "wrap", "release", "storm")
+BENCHMARKS = ("verify", "wrap", "release", "storm", "replicas")
 
 
 def _runner(name: str, args: argparse.Namespace) -> Callable[[Budget], Result]:
@@ -37,6 +37,10 @@ def _runner(name: str, args: argparse.Namespace) -> Callable[[Budget], Result]:
         from bench import storm  # noqa: PLC0415
 
         return lambda budget: storm.run(budget, enclaves=args.enclaves, profile=args.profile)
+    if name == "replicas":
+        from bench import replicas  # noqa: PLC0415
+
+        return lambda budget: replicas.run(budget, enclaves=args.enclaves)
     from bench import release  # noqa: PLC0415
 
     return lambda budget: release.run(budget, mode=args.server)
@@ -65,7 +69,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--enclaves",
         type=int,
         metavar="N",
-        help="storm: enclaves in the boot storm (default 10,000; 100 with --smoke)",
+        help="storm, replicas: enclaves in the boot storm (default 10,000; with --smoke "
+        "100 for storm, 60 for replicas)",
     )
     parser.add_argument(
         "--profile",

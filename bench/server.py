@@ -89,10 +89,17 @@ class SubprocessServer:
 
     cpu_scope = "server process only (/proc/<pid>/stat utime+stime)"
 
-    def __init__(self, config_toml: str = "") -> None:
+    def __init__(
+        self, config_toml: str = "", *, policies: Path | None = None, token_dir: Path | None = None
+    ) -> None:
+        """``policies``: a policy folder to serve instead of its own (replicas share one).
+        ``token_dir``: where the dev admin token appears when the config sets
+        ``[server] keys_dir`` (the broker writes it there, not in the data dir).
+        """
         self._tmp = tempfile.TemporaryDirectory(prefix="broker-bench-")
         folder = Path(self._tmp.name)
-        data, policies = _prepare(folder)
+        data, own_policies = _prepare(folder)
+        policies = policies or own_policies
         port = _free_port()
         self.url = f"http://{HOST}:{port}"
         self.log_path = folder / "serve.log"
@@ -112,7 +119,7 @@ class SubprocessServer:
             cwd=folder,
             env=env,
         )
-        self._data = data
+        self._token_dir = token_dir or data
         self.admin_token = ""
         self._ticks = os.sysconf("SC_CLK_TCK")
 
@@ -124,7 +131,7 @@ class SubprocessServer:
         except RuntimeError:
             await self.stop()
             raise RuntimeError(f"broker did not start; log: {self.log_text()[-2000:]}") from None
-        self.admin_token = (self._data / "admin.token").read_text().strip()
+        self.admin_token = (self._token_dir / "admin.token").read_text().strip()
 
     def log_text(self) -> str:
         self._log.flush()

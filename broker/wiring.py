@@ -29,6 +29,7 @@ from broker.adapters.datadir import (
 )
 from broker.adapters.local_kek import LocalKEK
 from broker.adapters.local_root_key import LocalRootKeyManager
+from broker.adapters.memory_sessions import MemorySessionStore
 from broker.adapters.pg_audit import PostgresAuditLog
 from broker.adapters.pg_audit_store import PostgresTransparencyStore
 from broker.adapters.pg_db import PostgresDB
@@ -39,7 +40,6 @@ from broker.adapters.pg_tokens import PostgresTokenStore
 from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
-from broker.adapters.sqlite_sessions import SQLiteSessionStore
 from broker.adapters.sqlite_tokens import SQLiteTokenStore
 from broker.adapters.vault_client import VaultClient, VaultSettings
 from broker.adapters.vault_kek import VaultTransitKEK
@@ -70,7 +70,7 @@ class Services:
     clock: Clock
     db: SQLiteDB | PostgresDB
     store: SQLiteKeyStore | PostgresKeyStore
-    sessions: SQLiteSessionStore | PostgresSessionStore
+    sessions: MemorySessionStore | PostgresSessionStore
     audit: SQLiteAuditLog | PostgresAuditLog
     policies: PolicyHolder
     token_key: TokenKey
@@ -168,7 +168,7 @@ def vault_settings(settings: Settings, environ: Mapping[str, str] | None = None)
 StoreParts = tuple[
     SQLiteDB | PostgresDB,
     SQLiteKeyStore | PostgresKeyStore,
-    SQLiteSessionStore | PostgresSessionStore,
+    MemorySessionStore | PostgresSessionStore,
     PostgresLease | None,
 ]
 
@@ -185,14 +185,14 @@ def _store_dsn(settings: Settings) -> str:
 
 
 async def _open_store(settings: Settings, data: Path) -> StoreParts:
-    """Keys and sessions: one SQLite file, or PostgreSQL shared by replicas."""
+    """Keys and sessions: SQLite plus this process's memory, or PostgreSQL for replicas."""
     if settings.store.backend == "postgres":
         pg = PostgresDB(_store_dsn(settings), max_size=settings.store.pool_max)
         await pg.open()
         return pg, PostgresKeyStore(pg), PostgresSessionStore(pg), PostgresLease(pg)
     db = SQLiteDB(data / "broker.db")
     await db.open()
-    return db, SQLiteKeyStore(db), SQLiteSessionStore(db), None
+    return db, SQLiteKeyStore(db), MemorySessionStore(), None
 
 
 async def _key_backend(settings: Settings, store: KeyStore) -> KeyBackend:

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import rfc8785
 import structlog
 
+from broker import jcs
 from broker.adapters.audit_tree import canonical_from_body
 from broker.adapters.pg_audit_schema import (
     RECORDS_COMPONENT,
@@ -89,7 +89,7 @@ class _Closing:
 
 
 def _body(record: AuditRecord) -> str:
-    return rfc8785.dumps(record.to_dict(with_hash=True)).decode("utf-8")
+    return jcs.dumps(record.to_dict(with_hash=True)).decode("utf-8")
 
 
 def _parse(seq: int, body: str) -> AuditRecord:

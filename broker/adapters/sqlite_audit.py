@@ -38,9 +38,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
-import rfc8785
 import structlog
 
+from broker import jcs
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
 from broker.audit.record import (
     AuditEvent,
@@ -96,7 +96,7 @@ class _Closing:
 
 
 def _row_body(record: AuditRecord) -> str:
-    return rfc8785.dumps(record.to_dict(with_hash=True)).decode("utf-8")
+    return jcs.dumps(record.to_dict(with_hash=True)).decode("utf-8")
 
 
 def _live(conn: sqlite3.Connection | None) -> sqlite3.Connection:

@@ -56,15 +56,14 @@ class SQLiteKeyStore:
 
     async def _one(self, sql: str, args: tuple[object, ...]) -> sqlite3.Row | None:
         try:
-            async with self._db.access() as db, db.execute(sql, args) as cur:
-                return await cur.fetchone()
+            rows = self._db.read(sql, args)
         except sqlite3.Error as exc:
             raise BackendError(f"key store read failed: {exc}") from None
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
-            async with self._db.access() as db, db.execute(sql, args) as cur:
-                return list(await cur.fetchall())
+            return self._db.read(sql, args)
         except sqlite3.Error as exc:
             raise BackendError(f"key store read failed: {exc}") from None
 

@@ -20,8 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
-
+from broker import jcs
 from broker.audit.record import GENESIS_HASH, AuditHashMismatch, AuditRecord, AuditRecordInvalid
 from broker.errors import BrokerError
 
@@ -179,8 +178,8 @@ def parse_jsonl(lines: Iterable[bytes]) -> Iterator[Mapping[str, Any]]:
         if not isinstance(data, dict):
             raise AuditChainBroken(index, "malformed line: not a JSON object")
         try:
-            canonical = rfc8785.dumps(data)
-        except (rfc8785.CanonicalizationError, RecursionError):
+            canonical = jcs.dumps(data)
+        except (jcs.CanonicalizationError, RecursionError):
             raise AuditChainBroken(index, "malformed line: value outside canonical JSON") from None
         if canonical != body:
             raise AuditChainBroken(index, "malformed line: not in canonical form (RFC 8785)")

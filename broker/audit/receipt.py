@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from broker import jcs
 from broker.audit.audit_key import AuditKey, AuditKeyInvalid, parse_key_id, signature_is_valid
 from broker.audit.checkpoint import MAX_TREE_SIZE, Checkpoint, CheckpointError, check_origin
 from broker.audit.merkle import HASH_SIZE, record_leaf_hash, verify_inclusion
@@ -129,7 +129,7 @@ class Receipt:
 
     def signed_bytes(self) -> bytes:
         """What the signature covers: the context string and the canonical body."""
-        return RECEIPT_CONTEXT + rfc8785.dumps(self._body())
+        return RECEIPT_CONTEXT + jcs.dumps(self._body())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: hashes in lowercase hex, the signature in standard base64."""
@@ -255,7 +255,7 @@ def verify_receipt_record(receipt: Receipt, record: AuditRecord) -> None:
 
 def encode_receipt_header(receipt: Receipt) -> str:
     """The ``X-Audit-Receipt`` value: unpadded base64url of the receipt's RFC 8785 JSON."""
-    raw = rfc8785.dumps(receipt.to_dict())
+    raw = jcs.dumps(receipt.to_dict())
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 

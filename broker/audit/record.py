@@ -27,8 +27,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, cast
 
-import rfc8785
-
+from broker import jcs
 from broker.errors import BrokerError
 
 __all__ = [
@@ -305,6 +304,8 @@ class AuditRecord:
     detail: str
     error_code: str
     hash: str = field(init=False, compare=False)
+    # Hashed, leaf-hashed and stored for every record: computed once.
+    _canonical: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # from_dict passes JSON values straight through: check types at run time.
@@ -321,7 +322,9 @@ class AuditRecord:
         _check_event_fields(self)
         if self.seq == 0 and self.prev_hash != GENESIS_HASH:
             raise AuditRecordInvalid("the record with seq 0 must have the genesis prev_hash")
-        object.__setattr__(self, "hash", hashlib.sha256(self.canonical_bytes()).hexdigest())
+        canonical = jcs.dumps(self.to_dict(with_hash=False))
+        object.__setattr__(self, "_canonical", canonical)
+        object.__setattr__(self, "hash", hashlib.sha256(canonical).hexdigest())
 
     def to_dict(self, *, with_hash: bool = True) -> dict[str, Any]:
         """The record as plain JSON values, in schema order; ``hash`` last."""
@@ -341,7 +344,7 @@ class AuditRecord:
 
     def canonical_bytes(self) -> bytes:
         """RFC 8785 (JCS) bytes of the record without its own ``hash``: what is hashed."""
-        return rfc8785.dumps(self.to_dict(with_hash=False))
+        return self._canonical
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:

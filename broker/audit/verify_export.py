@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from broker import jcs
 from broker.audit.chain import AuditChainBroken, parse_jsonl, verify_chain
 from broker.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from broker.audit.merkle import MerkleProofError, leaf_hash, verify_inclusion
@@ -89,7 +89,7 @@ def verify_checkpoints(
 
 
 def _canonical(data: Mapping[str, Any]) -> bytes:
-    return rfc8785.dumps({k: v for k, v in data.items() if k != "hash"})
+    return jcs.dumps({k: v for k, v in data.items() if k != "hash"})
 
 
 def verify_export(

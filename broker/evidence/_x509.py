@@ -100,6 +100,15 @@ def load_certificate(data: bytes) -> x509.Certificate:
     Raises:
         EvidenceFormatError: the bytes are not a certificate.
     """
+    # A fleet sends the same few certificates (one VCEK per host, shared PCK
+    # and intermediate certificates) with every report; a certificate object
+    # is immutable, so parsing each distinct one once is enough.
+    return _load_certificate(bytes(data))
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_certificate(data: bytes) -> x509.Certificate:
+    """``load_certificate`` for one byte string (failures are not cached)."""
     try:
         if data.lstrip().startswith(_PEM_MARKER):
             cert = _quietly(lambda: x509.load_pem_x509_certificate(data))

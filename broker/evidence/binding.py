@@ -13,8 +13,7 @@ import hashlib
 import hmac
 from typing import Any
 
-import rfc8785
-
+from broker import jcs
 from broker.errors import FreshnessError, MalformedRequest
 from broker.evidence.model import Expectation
 
@@ -24,8 +23,8 @@ REPORT_DATA_SIZE = 64
 def canonical_digest(value: Any) -> bytes:
     """SHA-384 of the JCS canonical form of a JSON value."""
     try:
-        canonical = rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        canonical = jcs.dumps(value)
+    except (jcs.CanonicalizationError, TypeError, ValueError) as exc:
         raise MalformedRequest("runtime data cannot be canonicalized") from exc
     return hashlib.sha384(canonical).digest()
 

@@ -13,8 +13,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-import rfc8785
-
+from broker import jcs
 from broker.errors import EvidenceFormatError
 from broker.evidence.binding import REPORT_DATA_SIZE, verify_report_data
 from broker.evidence.model import VerifiedClaims, VerifyContext, evidence_digest
@@ -67,8 +66,8 @@ class SampleVerifier:
         if ctx.expect is not None:
             verify_report_data(report_data, ctx.expect)
         try:
-            digest = evidence_digest(rfc8785.dumps(dict(evidence)))
-        except (rfc8785.CanonicalizationError, TypeError, ValueError):
+            digest = evidence_digest(jcs.dumps(dict(evidence)))
+        except (jcs.CanonicalizationError, TypeError, ValueError):
             raise EvidenceFormatError("sample evidence is not canonical JSON") from None
         return VerifiedClaims(
             tee=self.tee, claims=claims, flags={"debug": debug}, evidence_digest=digest

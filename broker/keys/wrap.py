@@ -13,6 +13,7 @@ the authenticated protected header, HPKE also derives its keys with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -129,7 +130,7 @@ def _recipient(jwk: Mapping[str, Any], allowed: Collection[str]) -> RecipientKey
 def _wrap_jose(
     recipient: RecipientKey, header: dict[str, Any], plaintext: bytes, _: WrapContext
 ) -> dict[str, Any]:
-    key = (ECKey if recipient.alg == ECDH_ES_A256KW else RSAKey).import_key(dict(recipient.jwk))
+    key = _jose_key(recipient.alg, tuple(sorted(recipient.jwk.items())))
     obj = jwe.FlattenedJSONEncryption({**header, "enc": CONTENT_ENCRYPTION}, plaintext)
     obj.add_recipient({}, key)
     out = dict(jwe.encrypt_json(obj, None, registry=registry_for(recipient.alg)))
@@ -137,6 +138,13 @@ def _wrap_jose(
     if not out.get("header"):
         out.pop("header", None)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _jose_key(alg: str, members: tuple[tuple[str, Any], ...]) -> ECKey | RSAKey:
+    # A token's releases all wrap to one key: import it once (the object is
+    # only read by the encryption).
+    return (ECKey if alg == ECDH_ES_A256KW else RSAKey).import_key(dict(members))
 
 
 def _wrap_hpke(

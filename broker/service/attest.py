@@ -12,6 +12,7 @@ issued and the decision is audited before it is returned.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,16 +96,19 @@ class AttestService:
                 tee, req.primary_evidence, max_evidence_bytes=self._limits.max_evidence_bytes
             )
             collateral = await self._collateral.fetch(needed) if needed is not None else {}
-            verified = get_verifier(tee).verify(
-                req.primary_evidence,
-                VerifyContext(
-                    now=now,
-                    anchors=self._anchors,
-                    expect=expect,
-                    collateral=collateral,
-                    max_evidence_bytes=self._limits.max_evidence_bytes,
-                    max_age_seconds=self._limits.max_age_seconds,
-                ),
+            context = VerifyContext(
+                now=now,
+                anchors=self._anchors,
+                expect=expect,
+                collateral=collateral,
+                max_evidence_bytes=self._limits.max_evidence_bytes,
+                max_age_seconds=self._limits.max_age_seconds,
+            )
+            # On a worker thread: the signature checks (most of a verification)
+            # release the GIL, so the event loop serves other requests meanwhile
+            # and a second core does the cryptography.
+            verified = await asyncio.to_thread(
+                get_verifier(tee).verify, req.primary_evidence, context
             )
         except BrokerError as exc:
             await record(

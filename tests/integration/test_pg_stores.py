@@ -3,6 +3,8 @@
 Every ``stores`` test runs on both backends, built directly (no wiring). A "replica" is
 one more database handle on the same store (an asyncpg pool on the same database, or a
 second SQLite connection on the same file), the way another broker process would see it.
+On SQLite the sessions are the one process's memory (``MemorySessionStore``), shared by
+every handle as the coroutines of that process share it.
 PostgreSQL-only behaviour (the lease, outages, the schema version, VACUUM after erasure)
 follows at the end.
 """
@@ -17,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from broker.adapters.memory_sessions import MemorySessionStore
 from broker.adapters.pg_db import PostgresDB
 from broker.adapters.pg_keys import PostgresKeyStore
 from broker.adapters.pg_lease import PostgresLease
 from broker.adapters.pg_sessions import PostgresSessionStore
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
-from broker.adapters.sqlite_sessions import SQLiteSessionStore
 from broker.errors import (
     BackendError,
     ConfigError,
@@ -58,12 +60,14 @@ class Stores:
     backend: str
     target: str
     opened: list[Replica] = field(default_factory=list)
+    # The embedded deployment is one process: its "replicas" share its memory.
+    memory: MemorySessionStore = field(default_factory=MemorySessionStore)
 
     async def replica(self) -> Replica:
         if self.backend == "sqlite":
             sdb = SQLiteDB(Path(self.target))
             await sdb.open()
-            rep = Replica(SQLiteKeyStore(sdb), SQLiteSessionStore(sdb), sdb.close)
+            rep = Replica(SQLiteKeyStore(sdb), self.memory, sdb.close)
         else:
             pdb = PostgresDB(self.target, connect_timeout=2.0, command_timeout=5.0)
             await pdb.open()
