@@ -34,6 +34,7 @@ _CEL_POS = re.compile(r"<input>:(\d+):(\d+): (.*)")
 class Compiled:
     program: Any
     refs: frozenset[str]
+    variables: frozenset[str]
     unknown_variables: frozenset[str]
     unknown_functions: frozenset[str]
 
@@ -64,6 +65,8 @@ def compile_condition(source: str) -> Compiled:
     return Compiled(
         program=program,
         refs=frozenset(refs),
+        # Not minus ``bound``: a macro variable may shadow a context name it also uses.
+        variables=frozenset(program.variables()) & CONTEXT_VARIABLES,
         unknown_variables=frozenset(variables - CONTEXT_VARIABLES),
         unknown_functions=frozenset(functions - KNOWN_FUNCTIONS),
     )

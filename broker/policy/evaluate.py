@@ -128,29 +128,37 @@ def cel_context(
     Raises:
         ValueError, TypeError, OverflowError: a value CEL cannot hold.
     """
-    segments = request.resource.split("/")
-    # Only the sets these rules name: converting values into CEL dominates
-    # the cost of a call, and an unnamed set cannot change the outcome.
-    wanted = {ref for _, rule in rules for cond in rule.conditions for ref in cond.refs}
-    refs, _ = refs_context((r for r in policies.refs if r.name in wanted), now)
-    variables = {
-        "tee": tee,
-        "claims": dict(claims),
-        "flags": dict(flags),
-        "refs": refs,
-        "resource": {
+    # Only the variables and reference sets these rules name: converting values
+    # into CEL dominates the cost of a decision (a full SEV-SNP context costs
+    # more than running the conditions), and what no condition names cannot
+    # change the outcome.
+    conditions = [cond for _, rule in rules for cond in rule.conditions]
+    named = frozenset().union(*(cond.variables for cond in conditions))
+    variables: dict[str, Any] = {}
+    if "tee" in named:
+        variables["tee"] = tee
+    if "claims" in named:
+        variables["claims"] = dict(claims)
+    if "flags" in named:
+        variables["flags"] = dict(flags)
+    if "refs" in named:
+        wanted = {ref for cond in conditions for ref in cond.refs}
+        variables["refs"], _ = refs_context((r for r in policies.refs if r.name in wanted), now)
+    if "resource" in named:
+        repo, kind, tag = request.resource.split("/")
+        variables["resource"] = {
             "id": request.resource,
-            "repo": segments[0],
-            "type": segments[1],
-            "tag": segments[2],
+            "repo": repo,
+            "type": kind,
+            "tag": tag,
             "version": request.version,
             "is_current": request.is_current,
-        },
-        "request": {
+        }
+    if "request" in named:
+        variables["request"] = {
             "wrap_alg": request.wrap_alg,
             "wrap_strength": ALGORITHM_STRENGTH.get(request.wrap_alg, 0),
-        },
-    }
+        }
     return cel.Context(variables=variables)
 
 

@@ -376,5 +376,7 @@ def _conditions(
         for ref in sorted(compiled.refs - ref_names):
             sink.add(f"{what}.when[{index}]: no reference set named {ref!r} in refs/", item)
         line, col = _yaml.position(item)
-        out.append(Condition(index, source, compiled.program, compiled.refs, line, col))
+        out.append(
+            Condition(index, source, compiled.program, compiled.refs, line, col, compiled.variables)
+        )
     return tuple(out)

@@ -54,6 +54,8 @@ class Condition:
     refs: frozenset[str]
     line: int
     col: int
+    # The context variables the expression names: only these are built for it.
+    variables: frozenset[str] = CONTEXT_VARIABLES
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Usage::
 
     log = AuditLogService(tree, store, key, clock, data_dir=..., origin=..., audit=sink)
     await log.start()                       # publishes the key, finishes a pending rotation
-    receipt = log.receipt(record)           # for a committed record
+    receipt = await log.receipt(record)     # for a committed record
     cp = await log.sign_checkpoint()        # on demand; periodic in run_forever
     proof = log.inclusion_proof(index, size)
 
@@ -234,16 +234,19 @@ class AuditLogService:
         hashes = self._tree.consistency_proof(old_size, new_size)
         return ConsistencyProof(old_size, new_size, tuple(hashes))
 
-    def receipt(self, committed: AuditRecord) -> Receipt:
+    async def receipt(self, committed: AuditRecord) -> Receipt:
         """A signed receipt for a committed record, naming the current tree size.
 
         Raises:
-            AuditWriteError: the tree does not hold the record (it never answers for one it lacks).
+            AuditWriteError: the tree does not hold the record and cannot read it
+                (it never answers for a leaf it lacks).
         """
         self._tree.check()
         if committed.seq >= self._tree.size:
-            # Only on a shared log whose catch-up read failed: the record is durable,
-            # but no receipt is signed for a leaf the tree cannot prove.
+            # Only on a shared log whose catch-up read after COMMIT failed: the
+            # record is durable, so read once more before the release goes unanswered.
+            await self._tree.sync(upto=committed.seq + 1)
+        if committed.seq >= self._tree.size:
             raise AuditWriteError(f"audit tree does not hold record {committed.seq} yet")
         return issue_receipt(
             self._key,

@@ -10,7 +10,7 @@ id; (5) the release is audited and durable before anything is returned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ class ReleaseService:
         *,
         allowed_wrap_algs: frozenset[str],
         kv: SecretSource | None = None,
-        receipts: Callable[[AuditRecord], Receipt] | None = None,
+        receipts: Callable[[AuditRecord], Awaitable[Receipt]] | None = None,
     ) -> None:
         self._store = store
         self._kek = kek
@@ -185,6 +185,6 @@ class ReleaseService:
         if self._receipts is not None:
             if committed is None:
                 raise AuditWriteError("audit sink returned no record to issue a receipt for")
-            receipt = self._receipts(committed)
+            receipt = await self._receipts(committed)
         log.info("key.released", resource=resource, version=wanted, alg=wrapped.alg)
         return Release(resource, wanted, wrapped.alg, wrapped.envelope, receipt)

@@ -382,7 +382,7 @@ async def test_service_checkpoints_cover_every_replica(cluster: Cluster, tmp_pat
     a, b = await cluster.replica(), await cluster.replica()
     svc_a, svc_b = await _service(a, tmp_path / "a"), await _service(b, tmp_path / "b")
     mine = await gather_appends(a.log, [event(i) for i in range(12)])
-    receipt = svc_a.receipt(mine[5])
+    receipt = await svc_a.receipt(mine[5])
     assert b.tree.size == 0
     old = await svc_b.sign_checkpoint()
     assert old.size == 12
@@ -402,10 +402,10 @@ async def test_service_checkpoints_cover_every_replica(cluster: Cluster, tmp_pat
     assert await svc_b.sync() == 16
 
 
-async def test_receipt_refused_for_a_record_the_tree_lacks(
+async def test_receipt_catches_up_when_the_writer_could_not(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """If catching up fails after COMMIT, the record is durable but no receipt is signed until a sync."""
+    """If catching up fails after COMMIT, the receipt catches up itself."""
     a, b = await cluster.replica(), await cluster.replica()
     svc = await _service(b, tmp_path / "b")
     await a.log.append(event(0))
@@ -416,10 +416,30 @@ async def test_receipt_refused_for_a_record_the_tree_lacks(
     b.log.catch_up = broken
     record = await b.log.append(event(1, replica="b"))
     assert record.seq == 1 and b.tree.size == 0
-    with pytest.raises(AuditWriteError, match="does not hold record 1"):
-        svc.receipt(record)
+    # The receipt reads what the writer could not, before the release goes unanswered.
+    assert (await svc.receipt(record)).seq == 1
+    assert b.tree.size == 2
+
+
+async def test_receipt_refused_while_the_tree_cannot_read_the_log(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is durable, but no receipt is signed for a leaf the tree cannot read."""
+    a, b = await cluster.replica(), await cluster.replica()
+    svc = await _service(b, tmp_path / "b")
+    await a.log.append(event(0))
+
+    async def broken(*_: object, **__: object) -> int:
+        raise AuditWriteError("injected read failure")
+
+    b.log.catch_up = broken
+    monkeypatch.setattr(b.tree, "sync", broken)
+    record = await b.log.append(event(1, replica="b"))
+    with pytest.raises(AuditWriteError, match="injected read failure"):
+        await svc.receipt(record)
+    monkeypatch.undo()
     assert await svc.sync() == 2
-    assert svc.receipt(record).seq == 1
+    assert (await svc.receipt(record)).seq == 1
 
 
 async def test_sync_racing_appends_keeps_one_tree(cluster: Cluster) -> None:
