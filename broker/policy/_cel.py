@@ -28,6 +28,9 @@ _REF_ATTR = re.compile(r"\brefs\s*\.\s*([A-Za-z_]\w*)")
 _REF_INDEX = re.compile(r"""\brefs\s*\[\s*["']([^"']*)["']\s*\]""")
 _BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _CEL_POS = re.compile(r"<input>:(\d+):(\d+): (.*)")
+_CLAIMS = re.compile(r"\bclaims\b")
+# ``claims.<field>`` not followed by a call (``claims.exists(...)`` uses the whole map).
+_CLAIM_FIELD = re.compile(r"\bclaims\s*\.\s*([A-Za-z_]\w*)\b(?!\s*\()")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class Compiled:
     program: Any
     refs: frozenset[str]
     variables: frozenset[str]
+    claim_fields: frozenset[str] | None
     unknown_variables: frozenset[str]
     unknown_functions: frozenset[str]
 
@@ -67,9 +71,24 @@ def compile_condition(source: str) -> Compiled:
         refs=frozenset(refs),
         # Not minus ``bound``: a macro variable may shadow a context name it also uses.
         variables=frozenset(program.variables()) & CONTEXT_VARIABLES,
+        claim_fields=claim_fields(stripped, bound),
         unknown_variables=frozenset(variables - CONTEXT_VARIABLES),
         unknown_functions=frozenset(functions - KNOWN_FUNCTIONS),
     )
+
+
+def claim_fields(stripped: str, bound: set[str]) -> frozenset[str] | None:
+    """The top-level claims a condition reads, when it reads them only as
+    ``claims.<field>``; None when it uses the map itself (``size(claims)``,
+    ``claims["x"]``, a macro over it, or a macro variable named ``claims``).
+
+    ``stripped`` is the source with its string literals emptied.
+    """
+    if "claims" in bound:
+        return None
+    uses = len(_CLAIMS.findall(stripped))
+    fields = _CLAIM_FIELD.findall(stripped)
+    return frozenset(fields) if len(fields) == uses else None
 
 
 def strip_strings(source: str) -> str:

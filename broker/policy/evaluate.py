@@ -35,6 +35,7 @@ import cel
 
 from broker.keys.algorithms import ALGORITHM_STRENGTH
 from broker.policy.model import (
+    Condition,
     ConditionResult,
     Decision,
     Effect,
@@ -138,7 +139,7 @@ def cel_context(
     if "tee" in named:
         variables["tee"] = tee
     if "claims" in named:
-        variables["claims"] = dict(claims)
+        variables["claims"] = _claims_read(conditions, claims)
     if "flags" in named:
         variables["flags"] = dict(flags)
     if "refs" in named:
@@ -160,6 +161,22 @@ def cel_context(
             "wrap_strength": ALGORITHM_STRENGTH.get(request.wrap_alg, 0),
         }
     return cel.Context(variables=variables)
+
+
+def _claims_read(conditions: list[Condition], claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims the conditions can read: all of them, or only the fields they name.
+
+    A field no condition names cannot change a result, and a named field the
+    claims lack is absent from both maps alike (``has()`` is false either way).
+    """
+    fields: set[str] = set()
+    for cond in conditions:
+        if "claims" not in cond.variables:
+            continue
+        if cond.claim_fields is None:
+            return dict(claims)
+        fields |= cond.claim_fields
+    return {name: claims[name] for name in fields if name in claims}
 
 
 def _decide(

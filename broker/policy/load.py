@@ -377,6 +377,15 @@ def _conditions(
             sink.add(f"{what}.when[{index}]: no reference set named {ref!r} in refs/", item)
         line, col = _yaml.position(item)
         out.append(
-            Condition(index, source, compiled.program, compiled.refs, line, col, compiled.variables)
+            Condition(
+                index,
+                source,
+                compiled.program,
+                compiled.refs,
+                line,
+                col,
+                compiled.variables,
+                compiled.claim_fields,
+            )
         )
     return tuple(out)

@@ -56,6 +56,8 @@ class Condition:
     col: int
     # The context variables the expression names: only these are built for it.
     variables: frozenset[str] = CONTEXT_VARIABLES
+    # The claims it reads as ``claims.<field>``; None: it needs the whole map.
+    claim_fields: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
