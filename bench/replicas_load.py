@@ -142,9 +142,10 @@ async def _send(
             route.dead.add(url)
             tally.failovers += 1
             tally.causes[type(exc).__name__] += 1
-            # A refused connect never reached the replica; anything else may have.
-            if not isinstance(exc, aiohttp.ClientConnectorError):
-                dropped.append((url, type(exc).__name__))
+            # Even a refused connect may follow a try that reached the replica: aiohttp
+            # resends an idempotent GET once, on a new connection, when a reused one
+            # drops, and reports only the second failure.
+            dropped.append((url, type(exc).__name__))
             continue
         if answer.status >= 500:
             route.dead.add(url)
