@@ -280,6 +280,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
     kek = backend.kek
     collateral, online = _collateral_source(settings, clock)
     keys = KeyLifecycle(store, kek, audit, clock, max_secret_bytes=settings.keys.max_secret_bytes)
+    attestation_tokens = TokenVerifier(token_key, issuer=settings.kbs.issuer)
     return Services(
         settings=settings,
         clock=clock,
@@ -289,7 +290,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
         audit=audit,
         policies=policies,
         token_key=token_key,
-        tokens=TokenVerifier(token_key, issuer=settings.kbs.issuer),
+        tokens=attestation_tokens,
         anchors=anchors,
         challenge=ChallengeService(
             sessions,
@@ -313,6 +314,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
                 max_age_seconds=settings.evidence.max_age_seconds,
                 allowed_wrap_algs=allowed,
             ),
+            tokens=attestation_tokens,
         ),
         release=ReleaseService(
             store,

@@ -31,7 +31,7 @@ from broker.ports import AuditSink, Clock, CollateralSource, SessionStore
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder
-from broker.tokens import TokenKey, issue
+from broker.tokens import TokenKey, TokenVerifier, issue
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,7 @@ class AttestService:
         *,
         issuer: str,
         limits: AttestLimits,
+        tokens: TokenVerifier | None = None,
     ) -> None:
         self._sessions = sessions
         self._audit = audit
@@ -75,6 +76,7 @@ class AttestService:
         self._collateral = collateral
         self._issuer = issuer
         self._limits = limits
+        self._tokens = tokens
 
     async def attest(self, session_id: str | None, req: AttestInput, ctx: RequestContext) -> str:
         now = self._clock.now()
@@ -138,6 +140,9 @@ class AttestService:
             ttl_seconds=self._limits.token_ttl,
             wrap_alg=alg,
         )
+        if self._tokens is not None:
+            # The enclave fetches its keys at once: spare the first fetch a signature check.
+            self._tokens.remember_issued(token)
         await self._sessions.set_session_token(session.id, token)
         await record(
             self._audit,

@@ -119,3 +119,26 @@ def test_verifier_checks_lifetime_of_remembered_tokens() -> None:
         verifier.verify(token[:-4] + "AAAA", now=NOW)
     with pytest.raises(TokenInvalid):
         TokenVerifier(TokenKey.generate(), issuer="b").verify(token, now=NOW)
+
+
+def test_a_remembered_issued_token_reads_back_as_verify_reads_it() -> None:
+    """remember_issued caches exactly the claims a signature check would give."""
+    key = TokenKey.generate()
+    token, _ = issue(
+        key,
+        issuer="b",
+        tee="sev-snp",
+        claims={"vmpl": 0, "measurement": "ab", "big": 2**60, "nested": {"x": [1, 2]}},
+        flags={"debug": False},
+        tee_pubkey={"kty": "EC", "crv": "P-256", "x": "x", "y": "y"},
+        policy_digest="p",
+        evidence_digest="e",
+        now=datetime(2030, 1, 1, tzinfo=UTC),
+        ttl_seconds=300,
+    )
+    now = datetime(2030, 1, 1, 0, 1, tzinfo=UTC)
+    remembered = TokenVerifier(key, issuer="b")
+    remembered.remember_issued(token)
+    assert remembered.verify(token, now=now) == verify(key, token, issuer="b", now=now)
+    with pytest.raises(TokenInvalid, match="expired"):
+        remembered.verify(token, now=now + timedelta(hours=1))
