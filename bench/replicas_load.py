@@ -397,8 +397,9 @@ def check_log(export: Export, tally: Tally, killed_url: str, result: Result) -> 
     )
     dropped_on_killed = sum(1 for x in tally.lost if x.url == killed_url)
     result.notes.append(
-        f"in flight when killed: {why[IN_FLIGHT]} released but unanswered (their connection to "
-        f"the killed replica dropped mid-request; {dropped_on_killed} requests dropped so)"
+        f"in flight when killed: {why[IN_FLIGHT]} released but unanswered (their request to "
+        f"the killed replica failed; {dropped_on_killed} resource requests to it failed, "
+        "refused or cut off)"
     )
     others = {k: n for k, n in why.items() if k != IN_FLIGHT}
     if others:

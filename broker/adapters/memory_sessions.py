@@ -3,9 +3,10 @@
 The embedded (SQLite) deployment is one process, so its challenges need not
 outlive it: a restart ends every open session, and a nonce handed out before
 the restart is unknown afterwards, never usable again. Keeping them in a dict
-turns four database round trips of every attestation (three of them fsynced
-commits) into dictionary operations. Replicas share their sessions through
-PostgreSQL instead (``PostgresSessionStore``).
+turns the five store operations of every auth and attest (three of them
+fsynced commits, all through one locked connection) into dictionary lookups.
+Replicas share their sessions through PostgreSQL instead
+(``PostgresSessionStore``).
 
 Every method runs on the event loop without awaiting anything, so each one is
 atomic: two attests racing on one nonce cannot both consume it.
