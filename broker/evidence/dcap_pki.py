@@ -121,17 +121,25 @@ def check_not_revoked(
     """The CRL must be the issuer's, signed, current, and not list ``cert``."""
     try:
         crl = x509.load_der_x509_crl(crl_der)
+        # cryptography parses fields lazily: read each one here, so that a
+        # malformed field is a collateral error and not an escaping ValueError.
+        crl_issuer = crl.issuer
+        last_update, next_update = crl.last_update_utc, crl.next_update_utc
+        revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
     except ValueError as exc:
         raise CollateralError("CRL is not valid DER") from exc
-    if crl.issuer != issuer.subject or cert.issuer != issuer.subject:
-        raise CollateralError(f"CRL of {crl.issuer.rfc4514_string()} does not cover {_name(cert)}")
+    if crl_issuer != issuer.subject or cert.issuer != issuer.subject:
+        raise CollateralError(f"CRL of {crl_issuer.rfc4514_string()} does not cover {_name(cert)}")
     key = issuer.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(key):
+    try:
+        signed = isinstance(key, ec.EllipticCurvePublicKey) and crl.is_signature_valid(key)
+    except ValueError:
+        signed = False
+    if not signed:
         raise CollateralError(f"CRL signature of {_name(issuer)} is invalid")
-    next_update = crl.next_update_utc
-    if next_update is None or not crl.last_update_utc <= now <= next_update:
+    if next_update is None or not last_update <= now <= next_update:
         raise CollateralError(f"CRL of {_name(issuer)} is not current at {now.isoformat()}")
-    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+    if revoked is not None:
         raise CollateralError(f"certificate {_name(cert)} is revoked")
 
 
