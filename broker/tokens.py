@@ -7,7 +7,6 @@ key, another broker's key and expired tokens raise TokenInvalid.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from joserfc.jwk import ECKey
 
 from broker import __version__
 from broker.errors import TokenInvalid
+from broker.keys._b64 import b64url_decode
 
 ALG = "ES256"
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
@@ -194,8 +194,7 @@ class TokenVerifier:
         reads them, so the enclave's first fetch does not check a signature this
         process just made. Never pass a token that came from outside.
         """
-        segment = token.split(".")[1]
-        payload = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        payload = json.loads(b64url_decode(token.split(".")[1]))
         self._store(token, _claims_of(payload, self._issuer))
 
     def verify(self, token: str, *, now: datetime) -> TokenClaims:

@@ -151,13 +151,28 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """
     try:
         if data.lstrip().startswith(_PEM_MARKER):
-            crl = _quietly(lambda: x509.load_pem_x509_crl(data))
-        else:
-            crl = _quietly(lambda: x509.load_der_x509_crl(data))
-        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions)
-        _quietly(lambda: [(r.serial_number, r.extensions) for r in crl])
+            return _parsed_crl(_quietly(lambda: x509.load_pem_x509_crl(data)))
+        return _parsed_crl(_quietly(lambda: x509.load_der_x509_crl(data)))
     except _PARSE_ERRORS as exc:
         raise EvidenceFormatError("CRL does not parse as DER or PEM") from exc
+
+
+def load_der_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL from DER bytes only, every field it is checked by already decoded.
+
+    Raises:
+        EvidenceFormatError: the bytes are not a DER CRL.
+    """
+    try:
+        return _parsed_crl(_quietly(lambda: x509.load_der_x509_crl(data)))
+    except _PARSE_ERRORS as exc:
+        raise EvidenceFormatError("CRL does not parse as DER") from exc
+
+
+def _parsed_crl(crl: x509.CertificateRevocationList) -> x509.CertificateRevocationList:
+    # cryptography parses fields lazily: a malformed one must fail here, not in a check.
+    _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions)
+    _quietly(lambda: [(r.serial_number, r.extensions) for r in crl])
     return crl
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.errors import CollateralError, EvidenceError, EvidenceFormatError
+from broker.evidence._x509 import load_der_crl
 
 MAX_CHAIN_LEN = 4
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
@@ -120,16 +121,11 @@ def check_not_revoked(
 ) -> None:
     """The CRL must be the issuer's, signed, current, and not list ``cert``."""
     try:
-        crl = x509.load_der_x509_crl(crl_der)
-        # cryptography parses fields lazily: read each one here, so that a
-        # malformed field is a collateral error and not an escaping ValueError.
-        crl_issuer = crl.issuer
-        last_update, next_update = crl.last_update_utc, crl.next_update_utc
-        revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-    except ValueError as exc:
+        crl = load_der_crl(crl_der)
+    except EvidenceFormatError as exc:
         raise CollateralError("CRL is not valid DER") from exc
-    if crl_issuer != issuer.subject or cert.issuer != issuer.subject:
-        raise CollateralError(f"CRL of {crl_issuer.rfc4514_string()} does not cover {_name(cert)}")
+    if crl.issuer != issuer.subject or cert.issuer != issuer.subject:
+        raise CollateralError(f"CRL of {crl.issuer.rfc4514_string()} does not cover {_name(cert)}")
     key = issuer.public_key()
     try:
         signed = isinstance(key, ec.EllipticCurvePublicKey) and crl.is_signature_valid(key)
@@ -137,9 +133,10 @@ def check_not_revoked(
         signed = False
     if not signed:
         raise CollateralError(f"CRL signature of {_name(issuer)} is invalid")
-    if next_update is None or not last_update <= now <= next_update:
+    next_update = crl.next_update_utc
+    if next_update is None or not crl.last_update_utc <= now <= next_update:
         raise CollateralError(f"CRL of {_name(issuer)} is not current at {now.isoformat()}")
-    if revoked is not None:
+    if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
         raise CollateralError(f"certificate {_name(cert)} is revoked")
 
 
