@@ -39,7 +39,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -47,6 +46,7 @@ import structlog
 
 from broker import jcs
 from broker.adapters.audit_tree import canonical_from_body
+from broker.adapters.group_commit import GroupCommit
 from broker.adapters.pg_audit_schema import (
     RECORDS_COMPONENT,
     RECORDS_SCHEMA,
@@ -76,16 +76,6 @@ _INSERT: Final = (
     " ORDER BY 1 RETURNING seq)"
     " UPDATE audit_head SET seq = $6, hash = $7 WHERE one"
 )
-
-
-@dataclass(slots=True)
-class _Pending:
-    event: AuditEvent
-    future: asyncio.Future[AuditRecord]
-
-
-class _Closing:
-    """Queue sentinel: the writer stops after the groups queued before it."""
 
 
 def _body(record: AuditRecord) -> str:
@@ -138,11 +128,15 @@ class PostgresAuditLog:
         self.on_commit = on_commit
         self.catch_up = catch_up
         self._fail_writes = fail_writes
-        self._max_batch = max_batch
         self._page_size = page_size
         self._leaf_page_size = leaf_page_size
-        self._queue: asyncio.Queue[_Pending | _Closing] = asyncio.Queue(max_pending)
-        self._writer_task: asyncio.Task[None] | None = None
+        self._groups = GroupCommit(
+            self._write_group,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            committed=self._committed,
+            failed=self._failed,
+        )
         # The newest record this replica knows; a hint only, checked against the head row.
         self._head: AuditRecord | None = None
         self._open = False
@@ -165,17 +159,14 @@ class PostgresAuditLog:
         except AuditChainBroken as exc:
             raise AuditWriteError(f"cannot open the audit log: {exc}", retryable=False) from exc
         self._open = True
-        self._writer_task = asyncio.create_task(self._writer(), name="audit-writer")
+        self._groups.start()
 
     async def close(self) -> None:
         """Finish every append queued so far, then stop the writer (the pool stays open)."""
         if not self._open:
             return
         self._open = False
-        await self._queue.put(_Closing())
-        if self._writer_task is not None:
-            await self._writer_task
-            self._writer_task = None
+        await self._groups.stop()
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -188,12 +179,7 @@ class PostgresAuditLog:
         """
         if not self._open:
             raise AuditWriteError("audit log is not open", retryable=False)
-        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Pending(event, future))
-        except asyncio.QueueFull:
-            raise AuditWriteError("audit log is overloaded") from None
-        return await future
+        return await self._groups.append(event)
 
     async def head(self) -> AuditRecord | None:
         """The last record committed by any replica, or None for an empty log.
@@ -219,7 +205,7 @@ class PostgresAuditLog:
         Raises:
             AuditWriteError: it does not.
         """
-        if not self._open or self._writer_task is None or self._writer_task.done():
+        if not self._open or not self._groups.running:
             raise AuditWriteError("audit log is not open")
         async with _audit_errors("checking the audit log"):
             await self.db.check_writable()
@@ -335,35 +321,7 @@ class PostgresAuditLog:
 
     # -- writer task ----------------------------------------------------------------------------
 
-    async def _writer(self) -> None:
-        closing = False
-        while not closing:
-            item = await self._queue.get()
-            batch: list[_Pending] = []
-            while True:
-                if isinstance(item, _Closing):
-                    closing = True
-                    break
-                batch.append(item)
-                if len(batch) >= self._max_batch or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
-                await self._commit_group(batch)
-
-    async def _commit_group(self, batch: list[_Pending]) -> None:
-        try:
-            async with _audit_errors("appending audit records"):
-                records = await self._write_group([p.event for p in batch])
-        except asyncio.CancelledError:
-            self._fail(batch, "audit writer was cancelled")
-            raise
-        except Exception as exc:  # noqa: BLE001 - logged below, and reported to every waiter
-            # Any failure must reach the waiters: a writer that died silently would hang
-            # every request. The next group re-reads the head under the lock.
-            _log.warning("audit.write_failed", group=len(batch), error=str(exc))
-            self._fail(batch, f"audit record could not be made durable ({type(exc).__name__})")
-            return
+    async def _committed(self, records: list[AuditRecord]) -> None:
         self._head = records[-1]
         self.transactions += 1
         if self.catch_up is not None:
@@ -373,12 +331,18 @@ class PostgresAuditLog:
                 _log.warning("audit.catch_up_failed", seq=records[0].seq, error=str(exc))
         if self.on_commit is not None:
             self.on_commit(records)
-        for pending, record in zip(batch, records, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(record)
+
+    @staticmethod
+    def _failed(exc: BaseException, size: int) -> None:
+        # The next group re-reads the head under the lock: nothing to reset here.
+        if not isinstance(exc, asyncio.CancelledError):
+            _log.warning("audit.write_failed", group=size, error=str(exc))
 
     async def _write_group(self, events: list[AuditEvent]) -> list[AuditRecord]:
-        async with self.db.transaction("audit append") as conn:
+        async with (
+            _audit_errors("appending audit records"),
+            self.db.transaction("audit append") as conn,
+        ):
             prev = await self._locked_head(conn)
             records: list[AuditRecord] = []
             for event in events:
@@ -416,12 +380,6 @@ class PostgresAuditLog:
         if head.hash != head_hash:
             raise AuditWriteError("the audit head does not match its record", retryable=False)
         return head
-
-    @staticmethod
-    def _fail(batch: list[_Pending], message: str) -> None:
-        for pending in batch:
-            if not pending.future.done():
-                pending.future.set_exception(AuditWriteError(message))
 
 
 def _decoded(rows: list[tuple[Any, ...]]) -> list[Any]:

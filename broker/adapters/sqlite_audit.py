@@ -33,7 +33,6 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
@@ -41,6 +40,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 import structlog
 
 from broker import jcs
+from broker.adapters.group_commit import GroupCommit
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
 from broker.audit.record import (
     AuditEvent,
@@ -83,16 +83,6 @@ CREATE TRIGGER IF NOT EXISTS audit_record_no_delete BEFORE DELETE ON audit_recor
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 PRAGMA user_version = 1;
 """
-
-
-@dataclass(slots=True)
-class _Pending:
-    event: AuditEvent
-    future: asyncio.Future[AuditRecord]
-
-
-class _Closing:
-    """Queue sentinel: the writer stops after the groups queued before it."""
 
 
 def _row_body(record: AuditRecord) -> str:
@@ -143,15 +133,19 @@ class SQLiteAuditLog:
         self.transactions = 0
         self._fail_writes = fail_writes
         self.on_commit = on_commit
-        self._max_batch = max_batch
         self._page_size = page_size
         self._busy_timeout_ms = busy_timeout_ms
-        self._queue: asyncio.Queue[_Pending | _Closing] = asyncio.Queue(max_pending)
+        self._groups = GroupCommit(
+            self._write_group,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            committed=self._committed,
+            failed=self._failed,
+        )
         self._writer_pool: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._writer_task: asyncio.Task[None] | None = None
         self._head: AuditRecord | None = None
         self._head_stale = True
         self._open = False
@@ -180,17 +174,14 @@ class SQLiteAuditLog:
             ) from exc
         self._head_stale = False
         self._open = True
-        self._writer_task = asyncio.create_task(self._writer(), name="audit-writer")
+        self._groups.start()
 
     async def close(self) -> None:
         """Finish every append queued so far, then close the database."""
         if not self._open:
             return
         self._open = False
-        await self._queue.put(_Closing())
-        if self._writer_task is not None:
-            await self._writer_task
-            self._writer_task = None
+        await self._groups.stop()
         await self._shutdown_threads()
 
     async def _shutdown_threads(self) -> None:
@@ -215,12 +206,7 @@ class SQLiteAuditLog:
         """
         if not self._open:
             raise AuditWriteError("audit log is not open", retryable=False)
-        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Pending(event, future))
-        except asyncio.QueueFull:
-            raise AuditWriteError("audit log is overloaded") from None
-        return await future
+        return await self._groups.append(event)
 
     async def head(self) -> AuditRecord | None:
         """The last committed record, or None for an empty log.
@@ -245,7 +231,7 @@ class SQLiteAuditLog:
         Raises:
             AuditWriteError: it cannot.
         """
-        if not self._open or self._writer_task is None or self._writer_task.done():
+        if not self._open or not self._groups.running:
             raise AuditWriteError("audit log is not open")
         try:
             await self._on(self._writer_pool, self._probe_write_lock)
@@ -295,54 +281,26 @@ class SQLiteAuditLog:
 
     # -- writer task ----------------------------------------------------------------------------
 
-    async def _writer(self) -> None:
-        closing = False
-        while not closing:
-            item = await self._queue.get()
-            batch: list[_Pending] = []
-            while True:
-                if isinstance(item, _Closing):
-                    closing = True
-                    break
-                batch.append(item)
-                if len(batch) >= self._max_batch or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if batch:
-                await self._commit_group(batch)
+    async def _write_group(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        prev = await self._refresh_head() if self._head_stale else self._head
+        records: list[AuditRecord] = []
+        for event in events:
+            prev = chain_next(prev, event)
+            records.append(prev)
+        await self._on(self._writer_pool, self._write_rows, records)
+        return records
 
-    async def _commit_group(self, batch: list[_Pending]) -> None:
-        try:
-            prev = await self._refresh_head() if self._head_stale else self._head
-            records: list[AuditRecord] = []
-            for pending in batch:
-                prev = chain_next(prev, pending.event)
-                records.append(prev)
-            await self._on(self._writer_pool, self._write_rows, records)
-        except asyncio.CancelledError:
-            self._head_stale = True
-            self._fail(batch, "audit writer was cancelled")
-            raise
-        except Exception as exc:  # noqa: BLE001 - logged below, and reported to every waiter
-            # Any failure, expected (sqlite3, OSError) or not, must reach the
-            # waiters: a writer that died silently would hang every request.
-            self._head_stale = True
-            _log.exception("audit.write_failed", path=str(self.path), group=len(batch))
-            self._fail(batch, f"audit record could not be made durable ({type(exc).__name__})")
-            return
+    async def _committed(self, records: list[AuditRecord]) -> None:
         self._head = records[-1]
         self.transactions += 1
         if self.on_commit is not None:
             self.on_commit(records)
-        for pending, record in zip(batch, records, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(record)
 
-    @staticmethod
-    def _fail(batch: list[_Pending], message: str) -> None:
-        for pending in batch:
-            if not pending.future.done():
-                pending.future.set_exception(AuditWriteError(message))
+    def _failed(self, exc: BaseException, size: int) -> None:
+        # The next group re-reads the head from disk: a failure leaves no gap, no fork.
+        self._head_stale = True
+        if not isinstance(exc, asyncio.CancelledError):
+            _log.error("audit.write_failed", path=str(self.path), group=size, exc_info=exc)
 
     async def _refresh_head(self) -> AuditRecord | None:
         head = await self._on(self._writer_pool, self._read_head)
