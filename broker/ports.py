@@ -53,13 +53,16 @@ class StoredValue:
 
 
 def releasable_version(
-    info: ResourceInfo, wanted: int, state: str | None, sealed: bytes | None
+    info: ResourceInfo, version: int | None, state: str | None, sealed: bytes | None
 ) -> StoredValue:
-    """The KeyStore release rule, shared by every store (``state`` None: no such version).
+    """The KeyStore release rule, shared by every store: ``version`` as asked (None:
+    the current one), and the ``state`` and ``sealed`` value stored for it (``state``
+    None: no such version).
 
     Raises:
         ResourceNotFound, KeyVersionDestroyed, KeyVersionNotReleasable.
     """
+    wanted = info.current_version if version is None else version
     if state is None:
         raise ResourceNotFound(f"resource {info.id} has no version {wanted}")
     if state == DESTROYED or sealed is None:

@@ -119,9 +119,8 @@ class SQLiteKeyStore:
         if row is None:
             raise ResourceNotFound(f"no resource {resource}")
         info = _info(row)
-        wanted = info.current_version if version is None else version
         state = None if row["v_version"] is None else row["v_state"]
-        return releasable_version(info, wanted, state, row["v_sealed"])
+        return releasable_version(info, version, state, row["v_sealed"])
 
     async def add_version(
         self,

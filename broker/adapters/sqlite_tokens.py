@@ -99,7 +99,6 @@ class SQLiteTokenStore:
 
     async def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
-            async with self._db.access() as db, db.execute(sql, args) as cur:
-                return list(await cur.fetchall())
+            return self._db.read(sql, args)
         except sqlite3.Error as exc:
             raise BackendError(f"token store read failed: {exc}") from None

@@ -19,7 +19,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from broker.adapters.vault_client import VaultClient, VaultRequestError
 from broker.errors import BackendError, KeyManagementError
@@ -101,19 +101,7 @@ class VaultTransitKEK:
     async def unseal(self, sealed: bytes, *, resource: str, version: int) -> SecretBytes:
         """Raises KeyManagementError if the value does not open (wrong binding, retired
         key version, tampered), BackendError if Vault is unreachable or refuses."""
-        ciphertext, key_version = _split(sealed)
-        try:
-            resp = await self._client.call(
-                "transit decrypt",
-                lambda c: c.secrets.transit.decrypt_data(
-                    name=self._key,
-                    ciphertext=ciphertext,
-                    context=_context(resource, version),
-                    mount_point=self._mount,
-                ),
-            )
-        except VaultRequestError as exc:
-            raise _decrypt_error(exc, key_version) from None
+        resp = await self._open_sealed("decrypt", sealed, resource, version)
         try:
             return SecretBytes(base64.b64decode(_data(resp).get("plaintext", ""), validate=True))
         except (binascii.Error, TypeError, ValueError):
@@ -121,11 +109,22 @@ class VaultTransitKEK:
 
     async def rewrap(self, sealed: bytes, *, resource: str, version: int) -> bytes:
         """The same value sealed under the newest key version; Vault never returns plaintext."""
+        resp = await self._open_sealed("rewrap", sealed, resource, version)
+        return _pack(_data(resp).get("ciphertext"))
+
+    async def _open_sealed(
+        self, op: Literal["decrypt", "rewrap"], sealed: bytes, resource: str, version: int
+    ) -> Any:
+        """Transit ``decrypt`` or ``rewrap`` of a stored value, bound to its resource and version.
+
+        Raises:
+            KeyManagementError: the value does not open; BackendError: Vault failed.
+        """
         ciphertext, key_version = _split(sealed)
         try:
-            resp = await self._client.call(
-                "transit rewrap",
-                lambda c: c.secrets.transit.rewrap_data(
+            return await self._client.call(
+                f"transit {op}",
+                lambda c: getattr(c.secrets.transit, f"{op}_data")(
                     name=self._key,
                     ciphertext=ciphertext,
                     context=_context(resource, version),
@@ -134,7 +133,6 @@ class VaultTransitKEK:
             )
         except VaultRequestError as exc:
             raise _decrypt_error(exc, key_version) from None
-        return _pack(_data(resp).get("ciphertext"))
 
     async def rotate_kek(self) -> int:
         """Add a key version; new seals use it. Returns the new latest version."""
