@@ -60,12 +60,8 @@ async def attest(request: web.Request) -> web.Response:
     body = await read_body(request, settings.server.max_request_bytes)
     req: wire.AttestRequest = wire.decode(body, wire.AttestRequest)
     session_id = request.cookies.get(SESSION_COOKIE)
-    tee = "unknown"
-    if session_id:
-        session = await services.sessions.get_session(session_id)
-        tee = session.tee if session else tee
     try:
-        token = await services.attest.attest(
+        attested = await services.attest.attest(
             session_id,
             AttestInput(
                 nonce=req.runtime_data.nonce,
@@ -76,10 +72,13 @@ async def attest(request: web.Request) -> web.Response:
             _ctx(request),
         )
     except BrokerError as exc:
+        # Only a refusal needs the session read again, to name its TEE.
+        session = await services.sessions.get_session(session_id) if session_id else None
+        tee = session.tee if session else "unknown"
         metrics.attestations.labels(tee=tee, outcome=exc.code).inc()
         raise
-    metrics.attestations.labels(tee=tee, outcome="ok").inc()
-    return _json(wire.AttestResponse(token=token))
+    metrics.attestations.labels(tee=attested.tee, outcome="ok").inc()
+    return _json(wire.AttestResponse(token=attested.token))
 
 
 async def _token_for(request: web.Request) -> TokenClaims:

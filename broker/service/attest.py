@@ -45,6 +45,14 @@ class AttestInput:
 
 
 @dataclass(frozen=True, slots=True)
+class Attested:
+    """The attestation result token issued, and for which TEE."""
+
+    token: str
+    tee: str
+
+
+@dataclass(frozen=True, slots=True)
 class AttestLimits:
     token_ttl: int
     max_evidence_bytes: int
@@ -78,7 +86,9 @@ class AttestService:
         self._limits = limits
         self._tokens = tokens
 
-    async def attest(self, session_id: str | None, req: AttestInput, ctx: RequestContext) -> str:
+    async def attest(
+        self, session_id: str | None, req: AttestInput, ctx: RequestContext
+    ) -> Attested:
         now = self._clock.now()
         if not session_id:
             raise SessionMissing("no kbs-session-id cookie: call auth first")
@@ -161,4 +171,4 @@ class AttestService:
             ),
         )
         log.info("evidence.verified", tee=tee, jti=info.jti)
-        return token
+        return Attested(token, tee)
