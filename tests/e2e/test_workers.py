@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,14 @@ from tests.integration.conftest import write_policies
 from tests.integration.postgres_fixture import pg_dsn, postgres  # noqa: F401
 
 pytestmark = pytest.mark.slow
+
+
+def _wait_announced(log_path: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while "broker listening" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("worker 0 never announced: " + log_path.read_text()[-3000:])
+        time.sleep(0.1)
 
 
 def test_workers_share_one_port(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F811
@@ -51,6 +60,9 @@ def test_workers_share_one_port(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc, log_path)
+            # /readyz answers as soon as one worker listens; worker 0 (the one that
+            # announces) may still be starting on a loaded machine.
+            _wait_announced(log_path, proc)
             token = (tmp_path / "data" / "admin.token").read_text().strip()
 
             async def flow() -> list[int]:
