@@ -7,7 +7,6 @@ key, another broker's key and expired tokens raise TokenInvalid.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -15,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from joserfc import jwt
+import msgspec
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
@@ -33,6 +33,11 @@ class TokenKey:
     """The broker's ES256 token key (private part never printed)."""
 
     key: ECKey = field(repr=False)
+    # Named in every token header: a thumbprint costs a JSON encoding and a hash.
+    _kid: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_kid", self.key.thumbprint())
 
     @classmethod
     def generate(cls) -> TokenKey:
@@ -50,7 +55,7 @@ class TokenKey:
 
     @property
     def kid(self) -> str:
-        return self.key.thumbprint()
+        return self._kid
 
     def public_jwk(self) -> dict[str, Any]:
         return {**self.key.as_dict(private=False), "kid": self.kid, "alg": ALG, "use": "sig"}
@@ -119,7 +124,11 @@ def issue(
         "evidence_digest": evidence_digest,
         "policy_digest": policy_digest,
     }
-    token = jwt.encode({"alg": ALG, "kid": key.kid, "typ": "JWT"}, payload, key.key)
+    # msgspec writes the claims (the evidence claims appear twice) in a tenth of
+    # the time the JWT layer's json.dumps takes; the JWS layer signs the bytes.
+    token = jws.serialize_compact(
+        {"alg": ALG, "kid": key.kid, "typ": "JWT"}, msgspec.json.encode(payload), key.key
+    )
     return token, info
 
 
@@ -194,7 +203,7 @@ class TokenVerifier:
         reads them, so the enclave's first fetch does not check a signature this
         process just made. Never pass a token that came from outside.
         """
-        payload = json.loads(b64url_decode(token.split(".")[1]))
+        payload = msgspec.json.decode(b64url_decode(token.split(".")[1]))
         self._store(token, _claims_of(payload, self._issuer))
 
     def verify(self, token: str, *, now: datetime) -> TokenClaims:

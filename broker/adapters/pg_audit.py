@@ -44,7 +44,6 @@ from typing import Any, Final
 
 import structlog
 
-from broker import jcs
 from broker.adapters.audit_tree import canonical_from_body
 from broker.adapters.group_commit import GroupCommit
 from broker.adapters.pg_audit_schema import (
@@ -79,7 +78,7 @@ _INSERT: Final = (
 
 
 def _body(record: AuditRecord) -> str:
-    return jcs.dumps(record.to_dict(with_hash=True)).decode("utf-8")
+    return record.body_bytes().decode("utf-8")
 
 
 def _parse(seq: int, body: str) -> AuditRecord:

@@ -39,7 +39,6 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import structlog
 
-from broker import jcs
 from broker.adapters.group_commit import GroupCommit
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
 from broker.audit.record import (
@@ -86,7 +85,7 @@ PRAGMA user_version = 1;
 
 
 def _row_body(record: AuditRecord) -> str:
-    return jcs.dumps(record.to_dict(with_hash=True)).decode("utf-8")
+    return record.body_bytes().decode("utf-8")
 
 
 def _live(conn: sqlite3.Connection | None) -> sqlite3.Connection:

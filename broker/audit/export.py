@@ -27,7 +27,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from broker import jcs
 from broker.audit.record import AuditRecord
 from broker.errors import MalformedRequest
 
@@ -80,7 +79,7 @@ _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 def jsonl_line(record: AuditRecord) -> str:
     """One export line: canonical JSON of the full record (with ``hash``) and ``\\n``."""
-    return jcs.dumps(record.to_dict(with_hash=True)).decode("utf-8") + "\n"
+    return record.body_bytes().decode("utf-8") + "\n"
 
 
 def to_jsonl(records: Iterable[AuditRecord]) -> Iterator[str]:

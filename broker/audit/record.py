@@ -18,6 +18,7 @@ key material, and ``detail`` is a short human note, never a secret.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final, cast
+
+import msgspec
 
 from broker import jcs
 from broker.errors import BrokerError
@@ -95,6 +98,14 @@ def format_time(t: datetime) -> str:
     """
     if t.tzinfo is None or t.utcoffset() is None:
         raise AuditRecordInvalid("audit time must be timezone-aware")
+    return _utc_text(t)
+
+
+# An event's time is formatted for its check, its hash, its stored body and its
+# row: the same instant several times over. Equal instants in other zones give
+# the same text, so they may share an entry.
+@functools.lru_cache(maxsize=256)
+def _utc_text(t: datetime) -> str:
     return t.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -127,6 +138,59 @@ def _clean_str(s: str) -> str:
     return s
 
 
+class _NotPlain(Exception):
+    """Internal: a value outside ``_freeze_plain``'s fast path."""
+
+
+def _freeze_plain(value: object, depth: int) -> object:
+    """``_freeze`` for the common case, or _NotPlain.
+
+    Handles only what msgspec's sorted encoder writes exactly as RFC 8785 does:
+    ASCII strings, None, booleans, safe integers, lists and dicts with ASCII
+    string keys. Exact types, because isinstance against the Mapping ABC costs
+    more than the copy, and every event carries claims.
+    """
+    kind = type(value)
+    if kind is str:
+        if value.isascii():  # type: ignore[attr-defined]
+            return value
+    elif value is None or kind is bool:
+        return value
+    elif kind is int:
+        if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:  # type: ignore[operator]
+            return value
+    elif depth < MAX_JSON_DEPTH:
+        if kind is dict:
+            out: dict[str, object] = {}
+            for k, v in value.items():  # type: ignore[attr-defined]
+                if type(k) is not str or not k.isascii():
+                    raise _NotPlain
+                out[k] = _freeze_plain(v, depth + 1)
+            return MappingProxyType(out)
+        if kind is list or kind is tuple:
+            return tuple(_freeze_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    raise _NotPlain
+
+
+def _proxy_as_dict(value: object) -> object:
+    if type(value) is MappingProxyType:
+        return dict(value)
+    raise NotImplementedError
+
+
+_encode_frozen: Final = msgspec.json.Encoder(order="sorted", enc_hook=_proxy_as_dict).encode
+
+
+def _freeze_claims(claims: Mapping[str, Any]) -> tuple[Mapping[str, Any], bytes]:
+    """The event's frozen claims and their RFC 8785 bytes."""
+    try:
+        frozen = cast("Mapping[str, Any]", _freeze_plain(claims, 1))
+    except _NotPlain:
+        frozen = cast("Mapping[str, Any]", _freeze(claims, lenient=True))
+        return frozen, jcs.dumps(_thaw(frozen))
+    return frozen, _encode_frozen(frozen)
+
+
 def _freeze(value: object, *, lenient: bool, depth: int = 0) -> object:
     """A deep, immutable copy of a JSON value (mappings -> MappingProxyType, arrays -> tuple).
 
@@ -152,21 +216,25 @@ def _freeze(value: object, *, lenient: bool, depth: int = 0) -> object:
     if isinstance(value, Mapping):
         out: dict[str, object] = {}
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise AuditRecordInvalid("claims object keys must be strings")
-            key = _clean_str(k) if lenient else _strict_str(k, "claims")
-            out[key] = _freeze(v, lenient=lenient, depth=depth + 1)
+            out[_freeze_key(k, lenient=lenient)] = _freeze(v, lenient=lenient, depth=depth + 1)
         return MappingProxyType(out)
     if isinstance(value, list | tuple):
         return tuple(_freeze(v, lenient=lenient, depth=depth + 1) for v in value)
     raise AuditRecordInvalid(f"claims hold a non-JSON value of type {type(value).__name__}")
 
 
+def _freeze_key(key: object, *, lenient: bool) -> str:
+    if not isinstance(key, str):
+        raise AuditRecordInvalid("claims object keys must be strings")
+    return _clean_str(key) if lenient else _strict_str(key, "claims")
+
+
 def _thaw(value: object) -> object:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
+    kind = type(value)
+    if kind is MappingProxyType:
+        return {k: _thaw(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if kind is tuple:
+        return [_thaw(v) for v in value]  # type: ignore[attr-defined]
     return value
 
 
@@ -242,6 +310,9 @@ class AuditEvent:
     pubkey_thumbprint: str = ""
     detail: str = ""
     error_code: str = ""
+    # RFC 8785 bytes of ``claims``: the record's hash and its stored body splice
+    # them in instead of canonicalising the claims again for each.
+    _claims_jcs: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         setter = object.__setattr__
@@ -264,11 +335,22 @@ class AuditEvent:
         if claims is not None:
             if not isinstance(claims, Mapping):
                 raise AuditRecordInvalid("claims must be a JSON object or None")
-            setter(self, "claims", _freeze(claims, lenient=True))
+            frozen, canonical = _freeze_claims(claims)
+            setter(self, "claims", frozen)
+        else:
+            canonical = b"null"
         _check_event_fields(self)
+        setter(self, "_claims_jcs", canonical)
 
 
-_EVENT_FIELD_NAMES: Final = tuple(f.name for f in fields(AuditEvent))
+_EVENT_FIELD_NAMES: Final = tuple(f.name for f in fields(AuditEvent) if f.init)
+_encode_sorted: Final = msgspec.json.Encoder(order="sorted").encode
+
+
+def _claims_jcs(claims: Mapping[str, Any] | None) -> bytes:
+    return jcs.dumps(_thaw(claims))
+
+
 RECORD_KEYS: Final = frozenset({"format", "seq", "prev_hash", "hash", *_EVENT_FIELD_NAMES})
 
 
@@ -306,6 +388,8 @@ class AuditRecord:
     hash: str = field(init=False, compare=False)
     # Hashed, leaf-hashed and stored for every record: computed once.
     _canonical: bytes = field(init=False, compare=False, repr=False)
+    # Given by ``chain_next`` from the event; computed when omitted.
+    _claims_jcs: bytes = field(default=b"", compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         # from_dict passes JSON values straight through: check types at run time.
@@ -322,9 +406,26 @@ class AuditRecord:
         _check_event_fields(self)
         if self.seq == 0 and self.prev_hash != GENESIS_HASH:
             raise AuditRecordInvalid("the record with seq 0 must have the genesis prev_hash")
-        canonical = jcs.dumps(self.to_dict(with_hash=False))
+        if not self._claims_jcs:
+            object.__setattr__(self, "_claims_jcs", _claims_jcs(self.claims))
+        canonical = self._encode(with_hash=False)
         object.__setattr__(self, "_canonical", canonical)
         object.__setattr__(self, "hash", hashlib.sha256(canonical).hexdigest())
+
+    def _encode(self, *, with_hash: bool) -> bytes:
+        # RFC 8785 spliced from parts: every member but claims is a string, a
+        # safe integer, null or a list of strings (checked above) under an ASCII
+        # name, for which msgspec's sorted encoding is the canonical form, and the
+        # claims go in as their own canonical bytes.
+        out: dict[str, Any] = {"format": self.format, "seq": self.seq, "prev_hash": self.prev_hash}
+        for name in _EVENT_FIELD_NAMES:
+            out[name] = getattr(self, name)
+        out["time"] = format_time(self.time)
+        out["claims"] = msgspec.Raw(self._claims_jcs)
+        out["reasons"] = list(self.reasons)
+        if with_hash:
+            out["hash"] = self.hash
+        return _encode_sorted(out)
 
     def to_dict(self, *, with_hash: bool = True) -> dict[str, Any]:
         """The record as plain JSON values, in schema order; ``hash`` last."""
@@ -345,6 +446,10 @@ class AuditRecord:
     def canonical_bytes(self) -> bytes:
         """RFC 8785 (JCS) bytes of the record without its own ``hash``: what is hashed."""
         return self._canonical
+
+    def body_bytes(self) -> bytes:
+        """RFC 8785 (JCS) bytes of the whole record, ``hash`` included: what is stored."""
+        return self._encode(with_hash=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
@@ -396,5 +501,17 @@ def chain_next(prev: AuditRecord | None, event: AuditEvent) -> AuditRecord:
     """
     values = {name: getattr(event, name) for name in _EVENT_FIELD_NAMES}
     if prev is None:
-        return AuditRecord(format=FORMAT_VERSION, seq=0, prev_hash=GENESIS_HASH, **values)
-    return AuditRecord(format=FORMAT_VERSION, seq=prev.seq + 1, prev_hash=prev.hash, **values)
+        return AuditRecord(
+            format=FORMAT_VERSION,
+            seq=0,
+            prev_hash=GENESIS_HASH,
+            _claims_jcs=event._claims_jcs,
+            **values,
+        )
+    return AuditRecord(
+        format=FORMAT_VERSION,
+        seq=prev.seq + 1,
+        prev_hash=prev.hash,
+        _claims_jcs=event._claims_jcs,
+        **values,
+    )

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -30,12 +31,14 @@ from cryptography.x509.oid import SignatureAlgorithmOID
 from broker.errors import CollateralError, EvidenceFormatError, EvidenceSignatureError
 
 __all__ = [
+    "CERT_MEMO_SIZE",
     "DEFAULT_MAX_CHAIN_LEN",
     "check_revocation",
     "fingerprint_sha256",
     "load_certificate",
     "load_certificates_pem",
     "load_crl",
+    "per_certificate",
     "subject_of",
     "verify_chain",
     "verify_crl_issued_by",
@@ -68,6 +71,7 @@ _ECDSA_OIDS = frozenset(
 _HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 _CERT_VERSION_TAG = 0xA0  # [0] EXPLICIT Version in TBSCertificate
 _CRL_VERSION_TAG = 0x02  # optional INTEGER version in TBSCertList
 
@@ -126,6 +130,46 @@ def _parse_fields(cert: x509.Certificate) -> None:
     _ = (cert.subject, cert.issuer, cert.serial_number, cert.extensions)
     _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
     cert.public_key()
+
+
+def per_certificate(maxsize: int) -> Callable[[_F], _F]:
+    """Memoises ``f(cert, *args)`` per certificate object and ``args``, bounded.
+
+    Only for values derived from the certificate alone: a certificate is
+    immutable, so such a value never goes stale. Failures are not memoised;
+    they are raised again on the next call. Returned values are shared between
+    callers, so they must be immutable. Arguments after the certificate must be
+    positional and hashable.
+
+    The key is the certificate's identity, not its value: ``Certificate.__hash__``
+    digests the whole encoding on every call, which costs about as much as the
+    readings worth memoising, while ``load_certificate`` hands out one object
+    per distinct certificate anyway. Each entry holds its certificate, so no
+    other object can take over its ``id`` while the entry lives.
+    """
+
+    def decorate(derive: _F) -> _F:
+        entries: dict[tuple[int, tuple[Hashable, ...]], tuple[x509.Certificate, Any]] = {}
+        lock = threading.Lock()
+
+        @functools.wraps(derive)
+        def lookup(cert: x509.Certificate, /, *args: Hashable) -> Any:
+            key = (id(cert), args)
+            entry = entries.get(key)
+            if entry is not None and entry[0] is cert:
+                return entry[1]
+            value = derive(cert, *args)
+            with lock:
+                # Oldest first (dict order): a bound, not a policy; a fleet's
+                # working set of certificates is far below it.
+                while len(entries) >= maxsize:
+                    del entries[next(iter(entries))]
+                entries[key] = (cert, value)
+            return value
+
+        return cast(_F, lookup)
+
+    return decorate
 
 
 def load_certificates_pem(data: bytes) -> list[x509.Certificate]:
@@ -191,10 +235,39 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("now must be a timezone-aware datetime")
 
 
+# Bounds the memos of values derived from one certificate (its encoding, its
+# validity window, a verifier's reading of its extensions); the same order as
+# the parsed-certificate cache, which hands out the objects they are keyed on.
+CERT_MEMO_SIZE = 1024
+
+
+class _Facts(NamedTuple):
+    """What ``verify_chain`` reads from each certificate on every call."""
+
+    der: bytes
+    not_before: datetime
+    not_after: datetime
+
+
+@per_certificate(CERT_MEMO_SIZE)
+def _facts(cert: x509.Certificate) -> _Facts:
+    # public_bytes re-encodes and each validity read builds new datetime objects
+    # on every call; none of them can change for one certificate.
+    return _Facts(
+        cert.public_bytes(serialization.Encoding.DER),
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+    )
+
+
 def verify_valid_at(cert: x509.Certificate, now: datetime) -> None:
     """Raises CollateralError unless notBefore <= now <= notAfter."""
     _require_aware(now)
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    _check_window(cert, _facts(cert), now)
+
+
+def _check_window(cert: x509.Certificate, facts: _Facts, now: datetime) -> None:
+    start, end = facts.not_before, facts.not_after
     if not start <= now <= end:
         raise CollateralError(
             f"certificate {subject_of(cert)} is not valid at {now.isoformat()} "
@@ -353,12 +426,14 @@ def verify_chain(
     chain = [leaf, *intermediates, root]
     if len(chain) > max_len:
         raise EvidenceFormatError(f"certificate chain of {len(chain)} exceeds {max_len}")
-    for cert in chain:
-        verify_valid_at(cert, now)
+    _require_aware(now)
+    facts = [_facts(cert) for cert in chain]
+    for cert, fact in zip(chain, facts, strict=True):
+        _check_window(cert, fact, now)
     # Validity depends on `now` and is checked every time; the signatures and path
     # lengths depend only on the certificates' bytes, so a chain that verified once
     # is not verified again (a fleet presents the same VCEK/ASK/ARK over and over).
-    _verify_links(tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain))
+    _verify_links(tuple(fact.der for fact in facts))
 
 
 @functools.lru_cache(maxsize=4096)

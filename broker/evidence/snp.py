@@ -53,6 +53,7 @@ from broker.evidence.snp_report import (
     SNPReport,
     TCBVersion,
     decode_tcb,
+    tcb_fields,
 )
 
 __all__ = [
@@ -91,23 +92,33 @@ def _verify_vek_chain(
         _x509.check_revocation([vek, signer, ark], [_x509.load_crl(c) for c in crls], now=now)
 
 
-def _verify_signature(report: SNPReport, vek: x509.Certificate) -> None:
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+
+
+@_x509.per_certificate(_x509.CERT_MEMO_SIZE)
+def _p384_key(vek: x509.Certificate) -> ec.EllipticCurvePublicKey:
     key = vek.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         raise EvidenceSignatureError("VEK public key is not ECDSA P-384")
+    return key
+
+
+def _verify_signature(report: SNPReport, vek: x509.Certificate) -> None:
+    key = _p384_key(vek)
     signature = encode_dss_signature(report.signature_r, report.signature_s)
     try:
-        key.verify(signature, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
+        key.verify(signature, report.signed_bytes, _ECDSA_SHA384)
     except InvalidSignature as exc:
         raise EvidenceSignatureError("SNP report signature does not verify with the VEK") from exc
 
 
-def _verify_vek_binding(report: SNPReport, vek: x509.Certificate, product: Product) -> None:
-    reported = decode_tcb(report.reported_tcb, product)
-    certified = {n: snp_vek.spl(vek, n) for n in reported.to_dict()}
-    if certified != reported.to_dict():
+def _verify_vek_binding(
+    report: SNPReport, vek: x509.Certificate, product: Product, reported: Mapping[str, int]
+) -> None:
+    certified = snp_vek.certified_tcb(vek, tuple(reported))
+    if certified != reported:
         raise CollateralError(
-            f"VEK certifies TCB {certified}, the report claims REPORTED_TCB {reported.to_dict()}"
+            f"VEK certifies TCB {dict(certified)}, the report claims REPORTED_TCB {dict(reported)}"
         )
     if report.signing_key != SIGNING_VCEK:
         return  # a VLEK is not chip-specific: no hwID to compare
@@ -118,10 +129,9 @@ def _verify_vek_binding(report: SNPReport, vek: x509.Certificate, product: Produ
         raise CollateralError("VCEK hwID does not match the report CHIP_ID")
 
 
-def _claims(report: SNPReport, product: Product, product_name: str) -> dict[str, Any]:
-    def tcb(raw: bytes) -> dict[str, int]:
-        return decode_tcb(raw, product).to_dict()
-
+def _claims(
+    report: SNPReport, product: Product, product_name: str, reported: dict[str, int]
+) -> dict[str, Any]:
     return {
         "report_version": report.version,
         "guest_svn": report.guest_svn,
@@ -146,10 +156,10 @@ def _claims(report: SNPReport, product: Product, product_name: str) -> dict[str,
         "report_id_ma": report.report_id_ma.hex(),
         "chip_id": report.chip_id.hex(),
         "platform_info": hex(report.platform_info),
-        "reported_tcb": tcb(report.reported_tcb),
-        "current_tcb": tcb(report.current_tcb),
-        "committed_tcb": tcb(report.committed_tcb),
-        "launch_tcb": tcb(report.launch_tcb),
+        "reported_tcb": reported,
+        "current_tcb": tcb_fields(report.current_tcb, product),
+        "committed_tcb": tcb_fields(report.committed_tcb, product),
+        "launch_tcb": tcb_fields(report.launch_tcb, product),
         "current_fw": ".".join(str(part) for part in report.current_fw),
         "cpuid_fam_id": hex(report.cpuid_fam_id),
         "cpuid_mod_id": hex(report.cpuid_mod_id),
@@ -203,9 +213,10 @@ def verify_snp_report(
     # (3) Signature: ECDSA P-384 / SHA-384 over bytes 0x000..0x29F by the VEK.
     _verify_signature(parsed, vek)
     # (4) The VEK certifies exactly REPORTED_TCB and, for a VCEK, this CHIP_ID.
-    _verify_vek_binding(parsed, vek, product)
+    reported = tcb_fields(parsed.reported_tcb, product)
+    _verify_vek_binding(parsed, vek, product, reported)
     # (5) Claims in the vendor vocabulary; policy-relevant facts as flags.
-    claims = _claims(parsed, product, product_name)
+    claims = _claims(parsed, product, product_name, reported)
     return HardwareResult(
         claims=claims, flags=_flags(parsed, claims), report_data=parsed.report_data
     )

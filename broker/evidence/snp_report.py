@@ -11,6 +11,7 @@ Verification lives in ``broker.evidence.snp``.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -33,6 +34,7 @@ __all__ = [
     "SNPReport",
     "TCBVersion",
     "decode_tcb",
+    "tcb_fields",
 ]
 
 REPORT_SIZE = 0x4A0
@@ -53,6 +55,40 @@ _COMMITTED_BUILD, _COMMITTED_MINOR, _COMMITTED_MAJOR = 0x1EC, 0x1ED, 0x1EE
 _LAUNCH_TCB, _LAUNCH_MIT_VECTOR, _CURRENT_MIT_VECTOR = 0x1F0, 0x1F8, 0x200
 _SIG_R, _SIG_S, _SIG_RESERVED = 0x2A0, 0x2E8, 0x330
 _MAX_VMPL = 3
+# The unsigned bytes that must be zero: above r's and s's 48-byte values, and
+# the reserved tail. Compared against zeros in one go (``any`` walks byte by byte).
+_UNSIGNED_ZERO = ((_SIG_R + _P384_BYTES, _SIG_S), (_SIG_S + _P384_BYTES, REPORT_SIZE))
+_ZEROS = bytes(REPORT_SIZE)
+
+
+def _struct_at(fields: tuple[tuple[int, str], ...]) -> struct.Struct:
+    """One little-endian Struct reading ``(offset, code)`` fields in offset order,
+    the gaps between them skipped, so the offsets above stay the only layout."""
+    fmt, pos = "<", 0
+    for offset, code in fields:
+        if offset < pos:
+            raise ValueError(f"report field at 0x{offset:03X} overlaps the one before")
+        fmt += f"{offset - pos}x{code}" if offset > pos else code
+        pos = offset + struct.calcsize("<" + code)
+    return struct.Struct(fmt + f"{REPORT_SIZE - pos}x")
+
+
+# Every field from_bytes reads, in the order it unpacks them (one call instead
+# of a slice or int conversion per field).
+_LAYOUT = _struct_at(
+    (
+        (_VERSION, "I"), (_GUEST_SVN, "I"), (_POLICY, "Q"), (_FAMILY_ID, "16s"),
+        (_IMAGE_ID, "16s"), (_VMPL, "I"), (_SIGNATURE_ALGO, "I"), (_CURRENT_TCB, "8s"),
+        (_PLATFORM_INFO, "Q"), (_KEY_INFO, "I"), (_REPORT_DATA, "64s"), (_MEASUREMENT, "48s"),
+        (_HOST_DATA, "32s"), (_ID_KEY_DIGEST, "48s"), (_AUTHOR_KEY_DIGEST, "48s"),
+        (_REPORT_ID, "32s"), (_REPORT_ID_MA, "32s"), (_REPORTED_TCB, "8s"),
+        (_CPUID_FAM_ID, "B"), (_CPUID_MOD_ID, "B"), (_CPUID_STEP, "B"), (_CHIP_ID, "64s"),
+        (_COMMITTED_TCB, "8s"), (_CURRENT_BUILD, "B"), (_CURRENT_MINOR, "B"),
+        (_CURRENT_MAJOR, "B"), (_COMMITTED_BUILD, "B"), (_COMMITTED_MINOR, "B"),
+        (_COMMITTED_MAJOR, "B"), (_LAUNCH_TCB, "8s"), (_LAUNCH_MIT_VECTOR, "Q"),
+        (_CURRENT_MIT_VECTOR, "Q"), (_SIG_R, f"{_SIG_FIELD}s"), (_SIG_S, f"{_SIG_FIELD}s"),
+    )
+)  # fmt: skip
 
 # SIGNING_KEY (KEY_INFO bits 4:2).
 SIGNING_VCEK, SIGNING_VLEK, SIGNING_NONE = 0, 1, 7
@@ -92,7 +128,13 @@ class TCBVersion:
 
 
 def decode_tcb(raw: bytes, product: Product) -> TCBVersion:
-    """TCB_VERSION per product: Turin moved the fields (ABI spec, TCB_VERSION).
+    """TCB_VERSION per product: Turin moved the fields (see ``tcb_fields``)."""
+    return TCBVersion(**tcb_fields(raw, product))
+
+
+def tcb_fields(raw: bytes, product: Product) -> dict[str, int]:
+    """``decode_tcb(raw, product).to_dict()`` without the intermediate object
+    (a verification decodes five TCBs; this is the one place the layout lives).
 
     Milan/Genoa: byte0 bootloader, byte1 TEE, byte6 SNP, byte7 microcode.
     Turin: byte0 FMC, byte1 bootloader, byte2 TEE, byte3 SNP, byte7 microcode.
@@ -100,16 +142,14 @@ def decode_tcb(raw: bytes, product: Product) -> TCBVersion:
     if len(raw) != 8:
         raise EvidenceFormatError(f"TCB_VERSION is {len(raw)} bytes, must be 8")
     if product is Product.TURIN:
-        return TCBVersion(bootloader=raw[1], tee=raw[2], snp=raw[3], microcode=raw[7], fmc=raw[0])
-    return TCBVersion(bootloader=raw[0], tee=raw[1], snp=raw[6], microcode=raw[7])
-
-
-def _u32(data: bytes, offset: int) -> int:
-    return int.from_bytes(data[offset : offset + 4], "little")
-
-
-def _u64(data: bytes, offset: int) -> int:
-    return int.from_bytes(data[offset : offset + 8], "little")
+        return {
+            "fmc": raw[0],
+            "bootloader": raw[1],
+            "tee": raw[2],
+            "snp": raw[3],
+            "microcode": raw[7],
+        }
+    return {"bootloader": raw[0], "tee": raw[1], "snp": raw[6], "microcode": raw[7]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,59 +203,61 @@ class SNPReport:
         data = bytes(data)
         if len(data) != REPORT_SIZE:
             raise EvidenceFormatError(f"SNP report is {len(data)} bytes, must be {REPORT_SIZE}")
-        version = _u32(data, _VERSION)
+        (
+            version, guest_svn, policy, family_id, image_id, vmpl, algo, current_tcb,
+            platform_info, key_info, report_data, measurement, host_data, id_key_digest,
+            author_key_digest, report_id, report_id_ma, reported_tcb, cpuid_fam_id,
+            cpuid_mod_id, cpuid_step, chip_id, committed_tcb, current_build, current_minor,
+            current_major, committed_build, committed_minor, committed_major, launch_tcb,
+            launch_mit_vector, current_mit_vector, signature_r, signature_s,
+        ) = _LAYOUT.unpack(data)  # fmt: skip
         if version not in SUPPORTED_VERSIONS:
             raise EvidenceFormatError(f"SNP report VERSION (0x000) {version} is not supported")
-        if (algo := _u32(data, _SIGNATURE_ALGO)) != _SIG_ALGO_ECDSA_P384_SHA384:
+        if algo != _SIG_ALGO_ECDSA_P384_SHA384:
             raise EvidenceFormatError(f"SNP report SIGNATURE_ALGO (0x034) {algo} is unknown")
-        if (vmpl := _u32(data, _VMPL)) > _MAX_VMPL:
+        if vmpl > _MAX_VMPL:
             raise EvidenceFormatError(f"SNP report VMPL (0x030) {vmpl} is not a guest VMPL")
-        key_info = _u32(data, _KEY_INFO)
         signing_key = (key_info >> 2) & 0x7
         if signing_key not in (SIGNING_VCEK, SIGNING_VLEK, SIGNING_NONE):
             raise EvidenceFormatError(f"SNP report SIGNING_KEY (0x048) {signing_key} is unknown")
         # Bytes past 0x29F are not signed: anything but a canonical r, s and
         # zero padding would let two byte strings carry one signed report.
-        for offset, end in ((_SIG_R + _P384_BYTES, _SIG_S), (_SIG_S + _P384_BYTES, REPORT_SIZE)):
-            if any(data[offset:end]):
+        for offset, end in _UNSIGNED_ZERO:
+            if data[offset:end] != _ZEROS[: end - offset]:
                 raise EvidenceFormatError(f"SNP report signature area at 0x{offset:03X} not zero")
-
-        def raw(offset: int, size: int) -> bytes:
-            return data[offset : offset + size]
-
         return cls(
             version=version,
-            guest_svn=_u32(data, _GUEST_SVN),
-            policy=_u64(data, _POLICY),
-            family_id=raw(_FAMILY_ID, 16),
-            image_id=raw(_IMAGE_ID, 16),
+            guest_svn=guest_svn,
+            policy=policy,
+            family_id=family_id,
+            image_id=image_id,
             vmpl=vmpl,
             signature_algo=algo,
-            current_tcb=raw(_CURRENT_TCB, 8),
-            platform_info=_u64(data, _PLATFORM_INFO),
+            current_tcb=current_tcb,
+            platform_info=platform_info,
             author_key_en=key_info & 0x1,
             mask_chip_key=(key_info >> 1) & 0x1,
             signing_key=signing_key,
-            report_data=raw(_REPORT_DATA, 64),
-            measurement=raw(_MEASUREMENT, 48),
-            host_data=raw(_HOST_DATA, 32),
-            id_key_digest=raw(_ID_KEY_DIGEST, 48),
-            author_key_digest=raw(_AUTHOR_KEY_DIGEST, 48),
-            report_id=raw(_REPORT_ID, 32),
-            report_id_ma=raw(_REPORT_ID_MA, 32),
-            reported_tcb=raw(_REPORTED_TCB, 8),
-            cpuid_fam_id=data[_CPUID_FAM_ID],
-            cpuid_mod_id=data[_CPUID_MOD_ID],
-            cpuid_step=data[_CPUID_STEP],
-            chip_id=raw(_CHIP_ID, 64),
-            committed_tcb=raw(_COMMITTED_TCB, 8),
-            current_fw=(data[_CURRENT_MAJOR], data[_CURRENT_MINOR], data[_CURRENT_BUILD]),
-            committed_fw=(data[_COMMITTED_MAJOR], data[_COMMITTED_MINOR], data[_COMMITTED_BUILD]),
-            launch_tcb=raw(_LAUNCH_TCB, 8),
-            launch_mit_vector=_u64(data, _LAUNCH_MIT_VECTOR),
-            current_mit_vector=_u64(data, _CURRENT_MIT_VECTOR),
-            signature_r=int.from_bytes(raw(_SIG_R, _SIG_FIELD), "little"),
-            signature_s=int.from_bytes(raw(_SIG_S, _SIG_FIELD), "little"),
+            report_data=report_data,
+            measurement=measurement,
+            host_data=host_data,
+            id_key_digest=id_key_digest,
+            author_key_digest=author_key_digest,
+            report_id=report_id,
+            report_id_ma=report_id_ma,
+            reported_tcb=reported_tcb,
+            cpuid_fam_id=cpuid_fam_id,
+            cpuid_mod_id=cpuid_mod_id,
+            cpuid_step=cpuid_step,
+            chip_id=chip_id,
+            committed_tcb=committed_tcb,
+            current_fw=(current_major, current_minor, current_build),
+            committed_fw=(committed_major, committed_minor, committed_build),
+            launch_tcb=launch_tcb,
+            launch_mit_vector=launch_mit_vector,
+            current_mit_vector=current_mit_vector,
+            signature_r=int.from_bytes(signature_r, "little"),
+            signature_s=int.from_bytes(signature_s, "little"),
             raw=data,
         )
 

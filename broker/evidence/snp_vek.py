@@ -8,18 +8,25 @@ Extension OIDs and encodings follow AMD's "Versioned Chip Endorsement Key
 (VCEK) Certificate and KDS Interface Specification" (publication 57230),
 section "VCEK Certificate Extensions". Every malformed or missing extension is
 a ``CollateralError``: the VEK is collateral, not evidence.
+
+Each reading depends on the certificate alone, and a host presents the same
+VEK with every report, so readings are memoised per certificate (bounded;
+failures are not memoised and raise again on every call).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from cryptography import x509
 
 from broker.errors import CollateralError
+from broker.evidence._x509 import CERT_MEMO_SIZE, per_certificate
 from broker.evidence.snp_report import Product
 
-__all__ = ["hwid_candidates", "product_name", "product_of", "spl"]
+__all__ = ["certified_tcb", "hwid_candidates", "product_name", "product_of", "spl"]
 
 _AMD_OID = "1.3.6.1.4.1.3704.1"
 _OID_PRODUCT_NAME = x509.ObjectIdentifier(f"{_AMD_OID}.2")
@@ -70,6 +77,14 @@ def spl(vek: x509.Certificate, name: str) -> int:
     return int.from_bytes(content, "big")
 
 
+@per_certificate(CERT_MEMO_SIZE)
+def certified_tcb(vek: x509.Certificate, names: tuple[str, ...]) -> Mapping[str, int]:
+    """``spl`` of each of ``names``, in that order, read-only; CollateralError
+    for the first one absent or malformed."""
+    return MappingProxyType({name: spl(vek, name) for name in names})
+
+
+@per_certificate(CERT_MEMO_SIZE)
 def product_name(vek: x509.Certificate) -> str:
     """The ``productName`` text (``Milan-B0``); CollateralError if absent or malformed."""
     raw = _extension(vek, _OID_PRODUCT_NAME, "productName")
@@ -90,13 +105,13 @@ def product_of(name: str) -> Product:
         raise CollateralError(f"VEK product {name[:32]!r} is not supported") from None
 
 
-def hwid_candidates(vek: x509.Certificate) -> list[bytes]:
+@per_certificate(CERT_MEMO_SIZE)
+def hwid_candidates(vek: x509.Certificate) -> tuple[bytes, ...]:
     """The values the VCEK ``hwID`` may stand for; CollateralError if it is absent."""
     raw = _extension(vek, _OID_HWID, "hwID")
     if raw is None:
         raise CollateralError("VCEK lacks the hwID extension")
     # KDS has served hwID both as raw bytes and DER-wrapped as an OCTET STRING.
-    candidates = [raw]
     with contextlib.suppress(CollateralError):
-        candidates.append(_der_value(raw, _DER_OCTET_STRING, "hwID"))
-    return candidates
+        return raw, _der_value(raw, _DER_OCTET_STRING, "hwID")
+    return (raw,)
