@@ -66,6 +66,26 @@ def _prepare(folder: Path) -> tuple[Path, Path]:
     return folder / "data", policies
 
 
+def _process_tree(root: int) -> list[list[str]]:
+    """The /proc stat fields (after the command name) of ``root`` and its descendants."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            stats[int(entry.name)] = text.rpartition(")")[2].split()
+    tree, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in stats:
+            tree.append(stats[pid])
+            # Field 4 is the parent's pid.
+            frontier += [child for child, f in stats.items() if int(f[1]) == pid]
+    return tree
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -87,15 +107,22 @@ async def _wait_ready(url: str, alive: Callable[[], bool], deadline: float) -> N
 class SubprocessServer:
     """``python -m broker.cli serve --dev`` on a free port; stopped by its PID."""
 
-    cpu_scope = "server process only (/proc/<pid>/stat utime+stime)"
+    cpu_scope = "server processes (/proc/<pid>/stat utime+stime, workers included)"
 
     def __init__(
-        self, config_toml: str = "", *, policies: Path | None = None, token_dir: Path | None = None
+        self,
+        config_toml: str = "",
+        *,
+        policies: Path | None = None,
+        token_dir: Path | None = None,
+        workers: int = 1,
     ) -> None:
         """``policies``: a policy folder to serve instead of its own (replicas share one).
         ``token_dir``: where the dev admin token appears when the config sets
         ``[server] keys_dir`` (the broker writes it there, not in the data dir).
+        ``workers``: ``serve --workers`` (worker processes on the one port).
         """
+        self.workers = workers
         self._tmp = tempfile.TemporaryDirectory(prefix="broker-bench-")
         folder = Path(self._tmp.name)
         data, own_policies = _prepare(folder)
@@ -108,6 +135,8 @@ class SubprocessServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         command = [sys.executable, "-m", "broker.cli", "serve", "--dev", "--host", HOST]
         command += ["--port", str(port), "--data-dir", str(data), "--policies", str(policies)]
+        if workers > 1:
+            command += ["--workers", str(workers)]
         if config_toml:
             config = folder / "broker.toml"
             config.write_text(config_toml)
@@ -138,10 +167,13 @@ class SubprocessServer:
         return self.log_path.read_text(errors="replace")
 
     def cpu_seconds(self) -> tuple[float, float]:
-        # Fields 14 and 15 (utime, stime) count every thread of the process.
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()
-        return int(fields[11]) / self._ticks, int(fields[12]) / self._ticks
+        """User and system CPU of the broker and its worker processes, all threads."""
+        user = system = 0
+        for fields in _process_tree(self.proc.pid):
+            # Fields 14 and 15 (utime, stime) count every thread of a process.
+            user += int(fields[11])
+            system += int(fields[12])
+        return user / self._ticks, system / self._ticks
 
     async def stop(self) -> None:
         if self.proc.poll() is None:

@@ -197,23 +197,26 @@ async def _admin(server: SubprocessServer, method: str, path: str, body: Any = N
 
 
 @asynccontextmanager
-async def snp_broker(amd: TestAMD) -> AsyncIterator[tuple[SubprocessServer, TestChip]]:
+async def snp_broker(
+    amd: TestAMD, *, workers: int = 1
+) -> AsyncIterator[tuple[SubprocessServer, TestChip]]:
     """A child broker trusting the TEST AMD chain ``amd``, with 3 keys and the storm policy.
 
     BENCHMARK ONLY (see the module docstring). Yields the server and the one
-    synthetic chip whose VCEK signs every report.
+    synthetic chip whose VCEK signs every report. ``workers``: its worker processes.
     """
     chip = amd.chip(datetime.now(UTC))
     with tempfile.TemporaryDirectory(prefix="bench-test-amd-roots-") as tmp:
         roots = write_roots(amd, Path(tmp) / "roots")
-        server = SubprocessServer(f'[evidence]\nroots_dir = "{roots}"\n')
+        # In place before the start: every worker loads it (a reload reaches one).
+        policies = Path(tmp) / "policies"
+        policies.mkdir()
+        (policies / "bench.yaml").write_text(STORM_POLICY)
+        server = SubprocessServer(
+            f'[evidence]\nroots_dir = "{roots}"\n', policies=policies, workers=workers
+        )
         await server.start()
         try:
-            # The policy dir is the server's own ("policies" beside its log).
-            (server.log_path.parent / "policies" / "bench.yaml").write_text(STORM_POLICY)
-            status = await _admin(server, "POST", "/v1/policies/reload")
-            if not status.get("ok"):
-                raise RuntimeError(f"storm policy did not load: {status}")
             for resource in RESOURCES:
                 await _admin(server, "POST", "/v1/keys", {"id": resource})
             yield server, chip

@@ -13,11 +13,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Final, TypeVar, get_type_hints
 
 from broker.errors import ConfigError
 
 PRODUCTION_TEES = ("sev-snp", "tdx", "sgx", "nitro", "az-snp-vtpm", "az-tdx-vtpm")
+
+
+MAX_WORKERS: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,8 @@ class ServerSettings:
     max_request_bytes: int = 1 << 20
     # Seconds a shutdown waits for in-flight requests.
     shutdown_timeout: float = 10.0
+    # Worker processes on one port (SO_REUSEPORT); `serve --workers` overrides it.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +354,8 @@ DEV_RATE_LIMITS: dict[str, int] = {
 def validate(settings: Settings) -> None:
     if not 0 < settings.server.port < 65536:
         raise ConfigError("server.port: must be 1..65535")
+    if not 1 <= settings.server.workers <= MAX_WORKERS:
+        raise ConfigError(f"server.workers: must be 1..{MAX_WORKERS}")
     for name, value in (
         ("server.max_request_bytes", settings.server.max_request_bytes),
         ("kbs.nonce_ttl_seconds", settings.kbs.nonce_ttl_seconds),

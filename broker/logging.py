@@ -26,6 +26,23 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+_PROCESS_FIELDS: dict[str, Any] = {}
+
+
+def bind_process(**fields: Any) -> None:
+    """Fields every line of this process carries (a worker's index): unlike context
+    variables, which each request clears, they hold for the life of the process."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _process_fields(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for name, value in _PROCESS_FIELDS.items():
+        event_dict.setdefault(name, value)
+    return event_dict
+
+
 def _json_bytes(value: Any, default: Any = None) -> bytes:
     # msgspec renders a log line several times faster than the json module, and
     # writes bytes: the line goes to stderr without being encoded again.
@@ -52,6 +69,7 @@ def configure_logging(fmt: str = "json", level: str = "info", *, cache: bool = T
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _process_fields,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,

@@ -40,6 +40,9 @@ from broker.adapters.pg_tokens import PostgresTokenStore
 from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.adapters.sqlite_db import SQLiteDB
 from broker.adapters.sqlite_keys import SQLiteKeyStore
+from broker.adapters.sqlite_lease import SQLiteLease
+from broker.adapters.sqlite_sessions import SQLiteSessionStore
+from broker.adapters.sqlite_sessions import reset as reset_sessions
 from broker.adapters.sqlite_tokens import SQLiteTokenStore
 from broker.adapters.vault_client import VaultClient, VaultSettings
 from broker.adapters.vault_kek import VaultTransitKEK
@@ -70,7 +73,7 @@ class Services:
     clock: Clock
     db: SQLiteDB | PostgresDB
     store: SQLiteKeyStore | PostgresKeyStore
-    sessions: MemorySessionStore | PostgresSessionStore
+    sessions: MemorySessionStore | SQLiteSessionStore | PostgresSessionStore
     audit: SQLiteAuditLog | PostgresAuditLog
     policies: PolicyHolder
     token_key: TokenKey
@@ -92,6 +95,11 @@ class Services:
     async def close(self) -> None:
         await self.audit.close()
         await self.db.close()
+        if isinstance(self.sessions, SQLiteSessionStore):
+            self.sessions.close()
+        lease = self.rotation.lease
+        if isinstance(lease, SQLiteLease):
+            lease.close()
         if self.vault is not None:
             self.vault.close()
         if self.online_collateral is not None:
@@ -165,11 +173,14 @@ def vault_settings(settings: Settings, environ: Mapping[str, str] | None = None)
     )
 
 
+# Sessions and the rotation lease of the worker processes sharing one SQLite data dir.
+SESSIONS_FILE = "sessions.db"
+
 StoreParts = tuple[
     SQLiteDB | PostgresDB,
     SQLiteKeyStore | PostgresKeyStore,
-    MemorySessionStore | PostgresSessionStore,
-    PostgresLease | None,
+    MemorySessionStore | SQLiteSessionStore | PostgresSessionStore,
+    PostgresLease | SQLiteLease | None,
 ]
 
 
@@ -184,15 +195,42 @@ def _store_dsn(settings: Settings) -> str:
     return dsn
 
 
+def _shared_sqlite(settings: Settings) -> bool:
+    return settings.store.backend == "sqlite" and settings.server.workers > 1
+
+
+def reset_shared_sessions(settings: Settings) -> None:
+    """Empty the sessions file the SQLite workers share; the supervisor calls it once,
+    before it starts them (a restart ends every open challenge, as with one process).
+
+    Raises:
+        BackendError: the file cannot be recreated.
+    """
+    prepare_data_dir(settings.data_path)
+    reset_sessions(settings.data_path / SESSIONS_FILE)
+
+
 async def _open_store(settings: Settings, data: Path) -> StoreParts:
-    """Keys and sessions: SQLite plus this process's memory, or PostgreSQL for replicas."""
+    """Keys and sessions: SQLite plus this process's memory (one process) or a sessions
+    file its worker processes share, or PostgreSQL for replicas."""
     if settings.store.backend == "postgres":
         pg = PostgresDB(_store_dsn(settings), max_size=settings.store.pool_max)
         await pg.open()
         return pg, PostgresKeyStore(pg), PostgresSessionStore(pg), PostgresLease(pg)
     db = SQLiteDB(data / "broker.db")
     await db.open()
-    return db, SQLiteKeyStore(db), MemorySessionStore(), None
+    if not _shared_sqlite(settings):
+        return db, SQLiteKeyStore(db), MemorySessionStore(), None
+    sessions = SQLiteSessionStore(data / SESSIONS_FILE)
+    lease = SQLiteLease(data / SESSIONS_FILE)
+    try:
+        sessions.open()
+        lease.open()
+    except BaseException:
+        sessions.close()
+        await db.close()
+        raise
+    return db, SQLiteKeyStore(db), sessions, lease
 
 
 async def _key_backend(settings: Settings, store: KeyStore) -> KeyBackend:
@@ -380,15 +418,28 @@ async def _open_audit(
             raise
         transparency = PostgresTransparencyStore(db)
     else:
-        sqlite_audit = SQLiteAuditLog(data / "audit.db", on_commit=tree.append_records)
+        shared = _shared_sqlite(settings)
+        sqlite_audit = SQLiteAuditLog(
+            data / "audit.db",
+            on_commit=tree.append_records,
+            shared=shared,
+            catch_up=tree.sync if shared else None,
+        )
         audit = sqlite_audit
         await sqlite_audit.start()
         try:
             # After start (the schema exists) and before any append can run.
             await tree.load(sqlite_audit.path)
-            head = await sqlite_audit.head()
-            if tree.size != (0 if head is None else head.seq + 1):
-                raise AuditWriteError("audit tree and audit log disagree on size", retryable=False)
+            if shared:
+                # The other workers may append meanwhile: the tree follows them.
+                tree.follow(sqlite_audit)
+                await tree.sync()
+            else:
+                head = await sqlite_audit.head()
+                if tree.size != (0 if head is None else head.seq + 1):
+                    raise AuditWriteError(
+                        "audit tree and audit log disagree on size", retryable=False
+                    )
         except BaseException:
             await sqlite_audit.close()
             raise

@@ -113,7 +113,9 @@ class SQLiteTransparencyStore:
     def _checkpoint(self, size: int | None) -> StoredCheckpoint | None:
         args: tuple[int, ...] = ()
         if size is None:
-            sql = "SELECT size, note FROM audit_checkpoint ORDER BY id DESC LIMIT 1"
+            # Worker processes sign from trees that may lag one another: the newest
+            # checkpoint is that of the largest tree (the latest signed of those).
+            sql = "SELECT size, note FROM audit_checkpoint ORDER BY size DESC, id DESC LIMIT 1"
         else:
             sql = "SELECT size, note FROM audit_checkpoint WHERE size = ? ORDER BY id DESC LIMIT 1"
             args = (size,)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -39,8 +39,10 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import structlog
 
+from broker.adapters.audit_tree import canonical_from_body
 from broker.adapters.group_commit import GroupCommit
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
+from broker.audit.merkle import leaf_hash
 from broker.audit.record import (
     AuditEvent,
     AuditRecord,
@@ -56,6 +58,9 @@ _log = structlog.get_logger(__name__)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+# Records per read when a tree catches up with what other processes appended.
+_LEAF_PAGE: Final = 10_000
 
 SCHEMA_VERSION: Final = 1  # also written by _SCHEMA (PRAGMA user_version)
 
@@ -100,11 +105,18 @@ def _record_from_body(body: str) -> AuditRecord:
 
 
 class SQLiteAuditLog:
-    """Audit sink on one SQLite file, written by one process.
+    """Audit sink on one SQLite file.
 
-    A second writer on the same file is not supported; it cannot fork the
-    chain (the schema refuses unlinked rows, and a failed group re-reads the
-    head) but its appends would fail at random.
+    One process writes it, or with ``shared=True`` several (the worker
+    processes of one host): each group then reads the head inside its
+    ``BEGIN IMMEDIATE`` transaction, whose write lock orders the groups of
+    every process into one chain, and chains its records onto that head.
+    ``catch_up(seq)`` (the tree's ``sync``) runs after each COMMIT, before
+    ``on_commit``, so the tree holds what other processes appended first, and
+    ``leaf_pages`` is what it reads them from. Without ``shared`` a second
+    writer is not supported; it cannot fork the chain (the schema refuses
+    unlinked rows, and a failed group re-reads the head) but its appends would
+    fail at random.
 
     ``fail_writes`` is a fault-injection seam for tests: called on the writer
     thread once per group after the INSERTs and before COMMIT; returning True
@@ -127,8 +139,12 @@ class SQLiteAuditLog:
         max_pending: int = 10_000,
         page_size: int = 500,
         busy_timeout_ms: int = 5_000,
+        shared: bool = False,
+        catch_up: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
         self.path = path
+        self.shared = shared
+        self.catch_up = catch_up
         self.transactions = 0
         self._fail_writes = fail_writes
         self.on_commit = on_commit
@@ -215,7 +231,7 @@ class SQLiteAuditLog:
         """
         if not self._open:
             raise AuditWriteError("audit log is not open", retryable=False)
-        if self._head_stale:
+        if self._head_stale or self.shared:
             # Read without caching: only the writer task moves the head, so a
             # read racing with its next commit can never roll the head back.
             try:
@@ -280,7 +296,26 @@ class SQLiteAuditLog:
 
     # -- writer task ----------------------------------------------------------------------------
 
+    async def leaf_pages(self, start: int) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """``(seq of the first, leaf hashes)`` pages of the records from ``start`` on.
+
+        Raises:
+            AuditWriteError: the log cannot be read or a stored record is corrupt.
+        """
+        after = start - 1
+        while True:
+            try:
+                page = await self._reading(self._leaf_page, after)
+            except (ValueError, UnicodeError) as exc:
+                raise AuditWriteError(f"audit log cannot be read: {exc}") from exc
+            if not page:
+                return
+            yield page[0][0], [leaf for _, leaf in page]
+            after = page[-1][0]
+
     async def _write_group(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        if self.shared:
+            return await self._on(self._writer_pool, self._write_shared, events)
         prev = await self._refresh_head() if self._head_stale else self._head
         records: list[AuditRecord] = []
         for event in events:
@@ -292,6 +327,11 @@ class SQLiteAuditLog:
     async def _committed(self, records: list[AuditRecord]) -> None:
         self._head = records[-1]
         self.transactions += 1
+        if self.catch_up is not None:
+            try:
+                await self.catch_up(records[0].seq)
+            except Exception as exc:  # noqa: BLE001 - the records are durable; receipts wait
+                _log.warning("audit.catch_up_failed", seq=records[0].seq, error=str(exc))
         if self.on_commit is not None:
             self.on_commit(records)
 
@@ -359,21 +399,52 @@ class SQLiteAuditLog:
 
     def _write_rows(self, records: list[AuditRecord]) -> None:
         conn = self._writer_conn()
-        rows = [(r.seq, format_time(r.time), r.prev_hash, r.hash, _row_body(r)) for r in records]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO audit_record (seq, time, prev_hash, hash, body)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-            if self._fail_writes is not None and self._fail_writes():
-                raise sqlite3.OperationalError("injected audit write failure")
+            self._insert(conn, records)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _write_shared(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        conn = self._writer_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Under the write lock: no other process can append until COMMIT.
+            prev = self._locked_head(conn)
+            records: list[AuditRecord] = []
+            for event in events:
+                prev = chain_next(prev, event)
+                records.append(prev)
+            self._insert(conn, records)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return records
+
+    def _locked_head(self, conn: sqlite3.Connection) -> AuditRecord | None:
+        row = conn.execute(
+            "SELECT seq, hash, body FROM audit_record ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        known = self._head
+        if known is not None and known.seq == row[0] and known.hash == row[1]:
+            return known  # no other process appended since this one's last group
+        return _record_from_body(row[2])
+
+    def _insert(self, conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
+        rows = [(r.seq, format_time(r.time), r.prev_hash, r.hash, _row_body(r)) for r in records]
+        conn.executemany(
+            "INSERT INTO audit_record (seq, time, prev_hash, hash, body) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        if self._fail_writes is not None and self._fail_writes():
+            raise sqlite3.OperationalError("injected audit write failure")
 
     def _probe_write_lock(self) -> None:
         conn = self._writer_conn()
@@ -434,6 +505,22 @@ class SQLiteAuditLog:
             except (ValueError, AuditRecordInvalid) as exc:
                 raise AuditChainBroken(int(seq), f"stored record is corrupt: {exc}") from None
         return out
+
+    def _leaf_page(self, after: int) -> list[tuple[int, bytes]]:
+        rows = (
+            self._reader_conn()
+            .execute(
+                "SELECT seq, hash, body FROM audit_record WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, _LEAF_PAGE),
+            )
+            .fetchall()
+        )
+        page: list[tuple[int, bytes]] = []
+        for seq, stored_hash, body in rows:
+            if seq != after + 1 + len(page):
+                raise ValueError(f"stored records skip to seq {seq}")
+            page.append((int(seq), leaf_hash(canonical_from_body(body.encode(), stored_hash))))
+        return page
 
     def _verify_all(self) -> ChainReport:
         cursor = self._reader_conn().execute("SELECT body FROM audit_record ORDER BY seq")

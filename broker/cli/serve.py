@@ -21,10 +21,10 @@ from aiohttp import web
 from broker.adapters.datadir import ADMIN_TOKEN_FILE
 from broker.api.app import create_app, install_reload_signal
 from broker.api.tls import server_context
-from broker.config import Settings, load_settings, with_dev_defaults
+from broker.config import MAX_WORKERS, Settings, load_settings, validate, with_dev_defaults
 from broker.errors import BrokerError, ConfigError
-from broker.logging import configure_logging
-from broker.wiring import open_services
+from broker.logging import bind_process, configure_logging
+from broker.wiring import open_services, reset_shared_sessions
 
 
 def _settings(
@@ -114,7 +114,7 @@ def _worker(settings: Settings, index: int) -> None:
     """One of N worker processes sharing the port (SO_REUSEPORT)."""
     disable_core_dumps()
     configure_logging(settings.log.format, settings.log.level)
-    structlog.contextvars.bind_contextvars(worker=index)
+    bind_process(worker=index)
     try:
         _run_loop(_run(settings, reuse_port=True, announce=index == 0))
     except BrokerError as exc:
@@ -192,10 +192,10 @@ def _run_loop(main: Coroutine[None, None, None]) -> None:
 @click.option("--policies", default=None, help="Policy directory (default ./policies).")
 @click.option(
     "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Worker processes on one port (SO_REUSEPORT); more than one needs the PostgreSQL store.",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=None,
+    help="Worker processes on one port (SO_REUSEPORT; default server.workers, 1). They share"
+    " the SQLite data dir of one host, or the PostgreSQL store.",
 )
 def serve(
     config: Path | None,
@@ -204,27 +204,29 @@ def serve(
     port: int | None,
     host: str | None,
     policies: str | None,
-    workers: int,
+    workers: int | None,
 ) -> None:
     """Run the broker."""
     disable_core_dumps()
     try:
         settings = _settings(config, dev, data_dir, port, host, policies)
+        if workers is not None:
+            settings = replace(settings, server=replace(settings.server, workers=workers))
+            validate(settings)
     except BrokerError as exc:
         raise click.ClickException(exc.diagnostics()) from None
+    workers = settings.server.workers
     if not Path(settings.policy.dir).is_dir():
         raise click.ClickException(
             f"policy directory {settings.policy.dir!r} not found: run from the repository root"
             " (it holds policies/) or pass --policies DIR"
         )
     configure_logging(settings.log.format, settings.log.level)
-    if workers > 1 and settings.store.backend != "postgres":
-        raise click.ClickException(
-            '--workers > 1 needs store.backend = "postgres": worker processes share sessions,'
-            " keys and one audit log"
-        )
     try:
         if workers > 1:
+            if settings.store.backend == "sqlite":
+                # Sessions never outlive the broker: the workers start on an empty set.
+                reset_shared_sessions(settings)
             # Create key files and schemas once, before the workers race to.
             _run_loop(_prepare(settings))
             _run_workers(settings, workers)

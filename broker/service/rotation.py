@@ -34,6 +34,10 @@ class RotationScheduler:
         self._lease = lease
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
+    @property
+    def lease(self) -> Lease | None:
+        return self._lease
+
     async def run_once(self) -> list[str]:
         """Rotates what is due now; returns the resources this call rotated."""
         rotated: list[str] = []

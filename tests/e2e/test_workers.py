@@ -1,18 +1,27 @@
-"""``broker serve --workers N``: several processes on one port, on the PostgreSQL store."""
+"""``broker serve --workers N``: several processes on one port, on the PostgreSQL store
+and on the embedded SQLite store of one host."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
+import rfc8785
 
+from broker.audit.audit_key import trusted_keys
+from broker.audit.merkle import leaf_hash
+from broker.audit.receipt import decode_receipt_header
+from broker.audit.verify_export import verify_export
 from broker.client import BrokerClient, SampleProvider
-from tests.e2e.test_replicas import _free_port, _wait_ready
+from tests.e2e.test_replicas import _attestation, _auth, _free_port, _wait_ready
 from tests.integration.conftest import write_policies
 from tests.integration.postgres_fixture import pg_dsn, postgres  # noqa: F401
 
@@ -92,3 +101,115 @@ def test_workers_share_one_port(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0 or proc.returncode is not None
     assert "broker listening" in log_path.read_text()
+
+
+def _serve(tmp_path: Path, port: int, log: object, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker.cli",
+            "serve",
+            "--dev",
+            *extra,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--port",
+            str(port),
+            "--policies",
+            str(write_policies(tmp_path / "policies")),
+        ],
+        stdout=log,  # type: ignore[arg-type]
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _one_enclave(url: str, key: str) -> str:
+    """auth, attest and fetch, each on a new connection (so on any worker); the receipt."""
+
+    def fresh() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+
+    async with fresh() as http:
+        nonce, session = await _auth(http, url)
+    async with (
+        fresh() as http,
+        http.post(
+            f"{url}/kbs/v0/attest",
+            json=_attestation(nonce),
+            headers={"Cookie": f"kbs-session-id={session}"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        token = (await r.json())["token"]
+    async with (
+        fresh() as http,
+        http.get(f"{url}/kbs/v0/resource/{key}", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return r.headers["X-Audit-Receipt"]
+
+
+async def _sqlite_flow(url: str, admin: str, auditor: str) -> None:
+    key = "default/key/w"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{url}/v1/keys", json={"id": key}, headers={"Authorization": f"Bearer {admin}"}
+        ) as r:
+            assert r.status == 201, await r.text()
+        # A nonce is consumed once, whichever worker sees it again.
+        nonce, session = await _auth(http, url)
+        body, cookie = _attestation(nonce), {"Cookie": f"kbs-session-id={session}"}
+        statuses = []
+        for _ in range(4):
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh,
+                fresh.post(f"{url}/kbs/v0/attest", json=body, headers=cookie) as r,
+            ):
+                statuses.append(r.status)
+        assert statuses == [200, 409, 409, 409]
+    received = await asyncio.gather(*(_one_enclave(url, key) for _ in range(40)))
+
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {auditor}"}
+        async with http.get(f"{url}/v1/audit/export?format=jsonl", headers=headers) as r:
+            assert r.status == 200, await r.text()
+            export = await r.read()
+            note = base64.urlsafe_b64decode(r.headers["X-Audit-Checkpoint"]).decode()
+        async with http.get(f"{url}/v1/audit/keys") as r:
+            published = await r.json()
+    lines = export.splitlines(keepends=True)
+    verify_export(lines, [note], trusted_keys([k["verifier_key"] for k in published["keys"]]))
+    records = {r["seq"]: r for r in map(json.loads, lines)}
+    seqs = [decode_receipt_header(h).seq for h in received]
+    assert len(set(seqs)) == len(received)  # no record answers two releases
+    for header in received:
+        receipt = decode_receipt_header(header)
+        record = records[receipt.seq]
+        assert record["event"] == "resource.released"
+        canonical = {k: v for k, v in record.items() if k != "hash"}
+        assert leaf_hash(rfc8785.dumps(canonical)) == receipt.leaf_hash
+
+
+def test_workers_share_one_sqlite_data_dir(tmp_path: Path) -> None:
+    """Two workers on one SQLite data dir: sessions, nonces and one audit log are shared."""
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = _serve(tmp_path, port, log, "--workers", "2")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc, log_path)
+            _wait_announced(log_path, proc)
+            data = tmp_path / "data"
+            admin = (data / "admin.token").read_text().strip()
+            auditor = (data / "auditor.token").read_text().strip()
+            asyncio.run(_sqlite_flow(url, admin, auditor))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0 or proc.returncode is not None
+    served = set()
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"request.done"' in line:
+            served.add(json.loads(line).get("worker"))
+    assert served == {0, 1}  # both workers answered: the flows did cross them
