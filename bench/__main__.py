@@ -36,7 +36,9 @@ def _runner(name: str, args: argparse.Namespace) -> Callable[[Budget], Result]:
     if name == "storm":
         from bench import storm  # noqa: PLC0415
 
-        return lambda budget: storm.run(budget, enclaves=args.enclaves, profile=args.profile)
+        return lambda budget: storm.run(
+            budget, enclaves=args.enclaves, profile=args.profile, workers=args.workers
+        )
     if name == "replicas":
         from bench import replicas  # noqa: PLC0415
 
@@ -71,6 +73,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="storm, replicas: enclaves in the boot storm (default 10,000; with --smoke "
         "100 for storm, 60 for replicas)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="storm: the broker's worker processes (default: one per CPU)",
     )
     parser.add_argument(
         "--profile",

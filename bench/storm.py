@@ -148,7 +148,8 @@ def _start_profiler(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes
     if not binary.exists():
         return None
     command = [str(binary), "record", "-p", str(pid), "-d", str(seconds), "-r", "50"]
-    command += ["-o", str(out), "--nonblocking"]
+    # --subprocesses: the worker processes, when the broker runs several.
+    command += ["-o", str(out), "--nonblocking", "--subprocesses"]
     if out.suffix == ".txt":
         command += ["-f", "raw"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -309,13 +310,15 @@ def _add_floor(result: Result, p384: Rate, verifier: Rate) -> None:
     )
 
 
-async def _run(budget: Budget, plan: StormBudget, result: Result, profile: Path | None) -> None:
+async def _run(
+    budget: Budget, plan: StormBudget, result: Result, profile: Path | None, workers: int
+) -> None:
     now = datetime.now(UTC)
     amd = TestAMD.generate(now)
     verifier_op = _verifier_op(amd, now)
     sides = [floors.p384_verify(), verifier_op]
     before = compare(sides, budget)
-    async with snp_broker(amd) as (server, chip):
+    async with snp_broker(amd, workers=workers) as (server, chip):
         provider = SyntheticSNPProvider(chip)
         try:
             await _phases(server, provider, plan, result, profile)
@@ -323,11 +326,23 @@ async def _run(budget: Budget, plan: StormBudget, result: Result, profile: Path 
             result.errors.append(f"{type(exc).__name__}: {exc}")
     p384, verifier = _merge(before, compare(sides, budget))
     _add_floor(result, p384, verifier)
-    result.notes.append("server: python -m broker.cli serve --dev, one process, info logs")
-    result.notes.append("server cpu: server process only (/proc/<pid>/stat utime+stime)")
+    shape = (
+        "one process"
+        if workers == 1
+        else f"--workers {workers} (processes on one port, sharing the SQLite data dir)"
+    )
+    result.notes.append(f"server: python -m broker.cli serve --dev, {shape}, info logs")
+    result.notes.append(f"server cpu: {server.cpu_scope}")
 
 
-def run(budget: Budget, *, enclaves: int | None = None, profile: Path | None = None) -> Result:
+def run(
+    budget: Budget,
+    *,
+    enclaves: int | None = None,
+    profile: Path | None = None,
+    workers: int | None = None,
+) -> Result:
+    """``workers``: the broker's worker processes (default: one per CPU)."""
     result = Result(
         name="storm",
         title="SEV-SNP attestation, latency and a boot storm vs the P-384 floor",
@@ -335,7 +350,7 @@ def run(budget: Budget, *, enclaves: int | None = None, profile: Path | None = N
     )
     plan = StormBudget.of(budget, enclaves)
     started = time.perf_counter()
-    asyncio.run(_run(budget, plan, result, profile))
+    asyncio.run(_run(budget, plan, result, profile, workers or os.cpu_count() or 1))
     result.extra["plan"] = {
         "attestations": plan.attestations,
         "latency_enclaves": plan.latency_enclaves,

@@ -22,7 +22,7 @@ import functools
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -43,8 +43,10 @@ __all__ = [
     "AuditHashMismatch",
     "AuditRecord",
     "AuditRecordInvalid",
+    "FrozenClaims",
     "chain_next",
     "format_time",
+    "freeze_claims",
     "parse_time",
 ]
 
@@ -191,6 +193,36 @@ def _freeze_claims(claims: Mapping[str, Any]) -> tuple[Mapping[str, Any], bytes]
     return frozen, _encode_frozen(frozen)
 
 
+@dataclass(frozen=True, slots=True)
+class FrozenClaims(Mapping[str, Any]):
+    """Claims already normalised for events, with their RFC 8785 bytes: the claims
+    of one token, audited by each of its releases, are frozen once. Build with
+    ``freeze_claims``; an event given one takes both as they are."""
+
+    value: Mapping[str, Any]
+    canonical: bytes = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.value[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.value)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+
+def freeze_claims(claims: Mapping[str, Any]) -> FrozenClaims:
+    """``claims`` as an event would hold them (see ``AuditEvent``).
+
+    Raises:
+        AuditRecordInvalid: a value format v1 cannot hold.
+    """
+    if not isinstance(claims, Mapping):
+        raise AuditRecordInvalid("claims must be a JSON object or None")
+    return FrozenClaims(*_freeze_claims(claims))
+
+
 def _freeze(value: object, *, lenient: bool, depth: int = 0) -> object:
     """A deep, immutable copy of a JSON value (mappings -> MappingProxyType, arrays -> tuple).
 
@@ -332,7 +364,10 @@ class AuditEvent:
                 self, "reasons", tuple(_clean_str(r) if isinstance(r, str) else r for r in reasons)
             )
         claims: object = self.claims
-        if claims is not None:
+        if isinstance(claims, FrozenClaims):
+            setter(self, "claims", claims.value)
+            canonical = claims.canonical
+        elif claims is not None:
             if not isinstance(claims, Mapping):
                 raise AuditRecordInvalid("claims must be a JSON object or None")
             frozen, canonical = _freeze_claims(claims)

@@ -10,14 +10,15 @@ id; (5) the release is audited and durable before anything is returned.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from broker.audit.receipt import Receipt
-from broker.audit.record import AuditRecord
+from broker.audit.record import AuditRecord, AuditRecordInvalid, FrozenClaims, freeze_claims
 from broker.errors import (
     AuditWriteError,
     BackendError,
@@ -47,6 +48,9 @@ from broker.service.resources import parse_resource_id
 from broker.tokens import TokenClaims
 
 log = structlog.get_logger(__name__)
+
+# Tokens whose audited claims are kept frozen: one enclave's token serves all its releases.
+_ATTESTERS_CACHED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,22 @@ class ReleaseService:
         self._allowed = allowed_wrap_algs
         self._kv = kv
         self._receipts = receipts
+        self._attesters: OrderedDict[str, FrozenClaims] = OrderedDict()
+
+    def _attester(self, token: TokenClaims) -> Mapping[str, Any]:
+        """The token's claims and flags as its releases audit them, frozen once per token
+        (a token's content is fixed by its signature, so its ``jti`` names it)."""
+        frozen = self._attesters.get(token.jti)
+        if frozen is None:
+            try:
+                frozen = freeze_claims({"claims": dict(token.claims), "flags": dict(token.flags)})
+            except AuditRecordInvalid:
+                # The event refuses them the same way, and the caller reports that.
+                return {"claims": dict(token.claims), "flags": dict(token.flags)}
+            self._attesters[token.jti] = frozen
+            if len(self._attesters) > _ATTESTERS_CACHED:
+                self._attesters.popitem(last=False)
+        return frozen
 
     async def _value(self, stored: StoredValue) -> SecretBytes:
         info = stored.info
@@ -108,7 +128,7 @@ class ReleaseService:
             "pubkey_thumbprint": thumbprint(token.tee_pubkey),
         }
         # What the audit record says about the attester (plus shadow-policy outcomes).
-        audited: dict[str, Any] = {"claims": dict(token.claims), "flags": dict(token.flags)}
+        audited: Mapping[str, Any] = self._attester(token)
         try:
             resource = parse_resource_id(resource_path)
             alg = algorithm_for(token.tee_pubkey, allowed=self._allowed)
@@ -132,7 +152,11 @@ class ReleaseService:
                 now=now,
             )
             if decision.shadow:
-                audited["shadow"] = [result.to_dict() for result in decision.shadow]
+                audited = {
+                    "claims": dict(token.claims),
+                    "flags": dict(token.flags),
+                    "shadow": [result.to_dict() for result in decision.shadow],
+                }
             if not decision.allow:
                 raise ReleaseDenied("policy denied the release", decision.reason_ids)
             if info is None:

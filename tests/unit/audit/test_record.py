@@ -24,6 +24,7 @@ from broker.audit.record import (
     AuditRecordInvalid,
     chain_next,
     format_time,
+    freeze_claims,
     parse_time,
 )
 from broker.errors import BrokerError
@@ -358,3 +359,20 @@ def test_canonical_and_body_bytes_are_rfc8785_for_any_claims(
     again = AuditRecord.from_dict(json.loads(record.body_bytes()))
     assert again.hash == record.hash
     assert again.body_bytes() == record.body_bytes()
+
+
+@settings(max_examples=100)
+@given(claims=st.dictionaries(st.text(), _round_trip_json, max_size=6))
+def test_frozen_claims_make_the_same_record(claims: dict[str, Any]) -> None:
+    """Claims frozen once (freeze_claims) give the record plain claims would give."""
+    try:
+        frozen = freeze_claims(claims)
+    except AuditRecordInvalid:
+        with pytest.raises(AuditRecordInvalid):
+            make_event(claims=claims)
+        return
+    plain = chain_next(None, make_event(claims=claims))
+    reused = chain_next(None, make_event(claims=frozen))
+    assert reused == plain
+    assert reused.canonical_bytes() == plain.canonical_bytes()
+    assert reused.body_bytes() == plain.body_bytes()
