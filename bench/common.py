@@ -7,16 +7,19 @@ neighbour on a shared machine slows both sides rather than one of them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.utils import CryptographyDeprecationWarning
+
+_T = TypeVar("_T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +29,16 @@ def evidence_dir() -> Path:
     return Path(
         os.environ.get("BROKER_EVIDENCE_DIR", str(REPO_ROOT.parent / "shared" / "evidence"))
     )
+
+
+def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run`` on uvloop when it is installed, as the broker runs: the load
+    generator shares the cores with the server, so its own loop overhead counts."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional, as for the broker
+    except ImportError:  # pragma: no cover
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def quiet_known_warnings() -> None:

@@ -13,7 +13,6 @@ after the load, while the broker idles.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench import floors
-from bench.common import Budget, Rate, Result, compare, percentile
+from bench.common import Budget, Rate, Result, compare, percentile, run_loop
 from bench.loader import Attested, PhaseStats, attest, fetch, new_session, run_bounded
 from bench.openbao_side import run_openbao_side
 from bench.server import Server, SubprocessServer, start_server
@@ -253,5 +252,5 @@ def run(budget: Budget, mode: str = "subprocess", *, openbao: bool = True) -> Re
         title="key releases over HTTP on 127.0.0.1 vs the release floor",
         columns=COLUMNS,
     )
-    asyncio.run(_run(budget, mode, result, openbao))
+    run_loop(_run(budget, mode, result, openbao))
     return result

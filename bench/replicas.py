@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import Budget, Result, percentile
+from bench.common import Budget, Result, percentile, run_loop
 from bench.loader import new_session
 from bench.replicas_load import Export, Storm, boot_storm, check_log
 from bench.server import SubprocessServer
@@ -341,7 +341,7 @@ def run(budget: Budget, *, enclaves: int | None = None) -> Result:
     )
     plan = ReplicaPlan.of(budget, enclaves)
     started = time.perf_counter()
-    asyncio.run(_run(plan, result))
+    run_loop(_run(plan, result))
     result.extra["plan"] = {
         "enclaves": plan.enclaves,
         "seconds": round(time.perf_counter() - started, 1),

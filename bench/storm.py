@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 from bench import floors
-from bench.common import Budget, Rate, Result, compare, percentile
+from bench.common import Budget, Rate, Result, compare, percentile, run_loop
 from bench.loader import PhaseStats, new_session
 from bench.server import SubprocessServer
 from bench.snp_synth import SyntheticSNPProvider, TestAMD, write_roots
@@ -350,7 +350,7 @@ def run(
     )
     plan = StormBudget.of(budget, enclaves)
     started = time.perf_counter()
-    asyncio.run(_run(budget, plan, result, profile, workers or os.cpu_count() or 1))
+    run_loop(_run(budget, plan, result, profile, workers or os.cpu_count() or 1))
     result.extra["plan"] = {
         "attestations": plan.attestations,
         "latency_enclaves": plan.latency_enclaves,

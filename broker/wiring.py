@@ -353,6 +353,7 @@ async def open_services(settings: Settings, *, clock: Clock | None = None) -> Se
                 allowed_wrap_algs=allowed,
             ),
             tokens=attestation_tokens,
+            verify_inline=settings.server.workers > 1,
         ),
         release=ReleaseService(
             store,

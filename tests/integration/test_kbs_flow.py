@@ -317,3 +317,34 @@ async def test_body_too_large_without_length(client: Client) -> None:
         "/kbs/v0/auth", data=chunks(), headers={"Content-Type": "application/json"}
     )
     assert (await error_of(resp))[:2] == (413, "BodyTooLarge")
+
+
+async def test_flow_as_one_of_several_workers(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock
+) -> None:
+    """Configured as one of several workers (shared session file, verification on the
+    loop), the broker runs the whole flow, cookie session included, and refuses a replay."""
+    from dataclasses import replace
+
+    from broker.adapters.sqlite_sessions import SQLiteSessionStore
+    from broker.api.app import create_app
+    from broker.wiring import open_services, reset_shared_sessions
+
+    workers = replace(settings, server=replace(settings.server, workers=2))
+    reset_shared_sessions(workers)
+    svc = await open_services(workers, clock=clock)
+    try:
+        assert isinstance(svc.sessions, SQLiteSessionStore)
+        c = await aiohttp_client(create_app(workers, services=svc))
+        token = (Path(workers.server.data_dir) / "admin.token").read_text().strip()
+        await create_key(c, {"Authorization": f"Bearer {token}"}, "default/key/w")
+        bearer, keypair = await attest(c)
+        assert len(await fetch(c, "default/key/w", bearer, keypair)) == 32
+        assert (await c.get("/kbs/v0/resource/default/key/w")).status == 200  # the cookie
+        nonce = await auth(c)
+        body = sample_attestation(nonce, ClientKeyPair.generate("p256"))
+        assert (await c.post("/kbs/v0/attest", json=body)).status == 200
+        resp = await c.post("/kbs/v0/attest", json=body)
+        assert (await error_of(resp))[:2] == (409, "NonceReplayed")
+    finally:
+        await svc.close()
