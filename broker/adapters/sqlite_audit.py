@@ -29,7 +29,9 @@ any row that does not link to its predecessor and any UPDATE or DELETE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +93,19 @@ PRAGMA user_version = 1;
 
 def _row_body(record: AuditRecord) -> str:
     return record.body_bytes().decode("utf-8")
+
+
+@contextlib.contextmanager
+def _writer_turn(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.writer`` for one group, shared by every process."""
+    import fcntl  # noqa: PLC0415 - POSIX only; only the shared mode needs it
+
+    fd = os.open(f"{path}.writer", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _live(conn: sqlite3.Connection | None) -> sqlite3.Connection:
@@ -409,6 +424,13 @@ class SQLiteAuditLog:
             raise
 
     def _write_shared(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        # The writers queue on a file lock first: the kernel wakes a waiter as soon
+        # as the holder commits, where SQLite's busy handler would sleep in growing
+        # steps (1, 2, 5, 10 ... ms) and let the other writer take the lock again.
+        with _writer_turn(self.path):
+            return self._write_shared_locked(events)
+
+    def _write_shared_locked(self, events: list[AuditEvent]) -> list[AuditRecord]:
         conn = self._writer_conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
