@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -31,7 +30,16 @@ from typing import Any, Final, cast
 import msgspec
 
 from broker import jcs
-from broker.errors import BrokerError
+from broker.audit.claims import (
+    MAX_SAFE_INT,
+    FrozenClaims,
+    clean_str,
+    freeze_event_claims,
+    freeze_json,
+    strict_str,
+    thaw,
+)
+from broker.audit.errors import AuditHashMismatch, AuditRecordInvalid
 
 __all__ = [
     "DECISIONS",
@@ -46,7 +54,6 @@ __all__ = [
     "FrozenClaims",
     "chain_next",
     "format_time",
-    "freeze_claims",
     "parse_time",
 ]
 
@@ -54,10 +61,6 @@ FORMAT_VERSION: Final = 1
 GENESIS_HASH: Final = "0" * 64
 DECISIONS: Final = frozenset({"allow", "deny", "error", "ok"})
 MAX_DETAIL_CHARS: Final = 1024
-# I-JSON (RFC 7493 section 2.2) / RFC 8785 section 3.2.2.3: integers beyond
-# this magnitude are not interoperable, so the event type records them as text.
-MAX_SAFE_INT: Final = 2**53 - 1
-MAX_JSON_DEPTH: Final = 32
 
 _EVENT_RE: Final = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _HASH_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -76,18 +79,6 @@ _STR_FIELDS: Final = (
     "detail",
     "error_code",
 )
-
-
-class AuditRecordInvalid(BrokerError):
-    """An audit event or record does not satisfy format v1."""
-
-    code = "AuditRecordInvalid"
-
-
-class AuditHashMismatch(AuditRecordInvalid):
-    """A well-formed record whose stored ``hash`` is not the hash of its content."""
-
-    code = "AuditHashMismatch"
 
 
 def format_time(t: datetime) -> str:
@@ -127,159 +118,6 @@ def parse_time(text: str) -> datetime:
         raise AuditRecordInvalid("time is not a valid date and time") from None
 
 
-# -- JSON values --------------------------------------------------------------------------------
-
-
-def _clean_str(s: str) -> str:
-    # Lone surrogates (e.g. from surrogateescape-decoded headers) cannot be
-    # encoded as UTF-8, and so not canonicalised; U+FFFD keeps the rest.
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "replace").decode("utf-8")
-    return s
-
-
-class _NotPlain(Exception):
-    """Internal: a value outside ``_freeze_plain``'s fast path."""
-
-
-def _freeze_plain(value: object, depth: int) -> object:
-    """``_freeze`` for the common case, or _NotPlain.
-
-    Handles only what msgspec's sorted encoder writes exactly as RFC 8785 does:
-    ASCII strings, None, booleans, safe integers, lists and dicts with ASCII
-    string keys. Exact types, because isinstance against the Mapping ABC costs
-    more than the copy, and every event carries claims.
-    """
-    kind = type(value)
-    if kind is str:
-        if value.isascii():  # type: ignore[attr-defined]
-            return value
-    elif value is None or kind is bool:
-        return value
-    elif kind is int:
-        if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:  # type: ignore[operator]
-            return value
-    elif depth < MAX_JSON_DEPTH:
-        if kind is dict:
-            out: dict[str, object] = {}
-            for k, v in value.items():  # type: ignore[attr-defined]
-                if type(k) is not str or not k.isascii():
-                    raise _NotPlain
-                out[k] = _freeze_plain(v, depth + 1)
-            return MappingProxyType(out)
-        if kind is list or kind is tuple:
-            return tuple(_freeze_plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
-    raise _NotPlain
-
-
-def _proxy_as_dict(value: object) -> object:
-    if type(value) is MappingProxyType:
-        return dict(value)
-    raise NotImplementedError
-
-
-_encode_frozen: Final = msgspec.json.Encoder(order="sorted", enc_hook=_proxy_as_dict).encode
-
-
-def _freeze_claims(claims: Mapping[str, Any]) -> tuple[Mapping[str, Any], bytes]:
-    """The event's frozen claims and their RFC 8785 bytes."""
-    try:
-        frozen = cast("Mapping[str, Any]", _freeze_plain(claims, 1))
-    except _NotPlain:
-        frozen = cast("Mapping[str, Any]", _freeze(claims, lenient=True))
-        return frozen, jcs.dumps(_thaw(frozen))
-    return frozen, _encode_frozen(frozen)
-
-
-@dataclass(frozen=True, slots=True)
-class FrozenClaims(Mapping[str, Any]):
-    """Claims already normalised for events, with their RFC 8785 bytes: the claims
-    of one token, audited by each of its releases, are frozen once. Build with
-    ``freeze_claims``; an event given one takes both as they are."""
-
-    value: Mapping[str, Any]
-    canonical: bytes = field(repr=False)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.value[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.value)
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-
-def freeze_claims(claims: Mapping[str, Any]) -> FrozenClaims:
-    """``claims`` as an event would hold them (see ``AuditEvent``).
-
-    Raises:
-        AuditRecordInvalid: a value format v1 cannot hold.
-    """
-    if not isinstance(claims, Mapping):
-        raise AuditRecordInvalid("claims must be a JSON object or None")
-    return FrozenClaims(*_freeze_claims(claims))
-
-
-def _freeze(value: object, *, lenient: bool, depth: int = 0) -> object:
-    """A deep, immutable copy of a JSON value (mappings -> MappingProxyType, arrays -> tuple).
-
-    ``lenient`` (events) turns unsafe integers into decimal text and repairs
-    lone surrogates; strict mode (records read back) rejects both.
-    """
-    if depth > MAX_JSON_DEPTH:
-        raise AuditRecordInvalid(f"claims nest deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if abs(value) <= MAX_SAFE_INT:
-            return value
-        if lenient:
-            return str(value)
-        raise AuditRecordInvalid("claims hold an integer beyond +/-(2**53-1)")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise AuditRecordInvalid("claims hold a non-finite number")
-        return value
-    if isinstance(value, str):
-        return _clean_str(value) if lenient else _strict_str(value, "claims")
-    if isinstance(value, Mapping):
-        out: dict[str, object] = {}
-        for k, v in value.items():
-            out[_freeze_key(k, lenient=lenient)] = _freeze(v, lenient=lenient, depth=depth + 1)
-        return MappingProxyType(out)
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v, lenient=lenient, depth=depth + 1) for v in value)
-    raise AuditRecordInvalid(f"claims hold a non-JSON value of type {type(value).__name__}")
-
-
-def _freeze_key(key: object, *, lenient: bool) -> str:
-    if not isinstance(key, str):
-        raise AuditRecordInvalid("claims object keys must be strings")
-    return _clean_str(key) if lenient else _strict_str(key, "claims")
-
-
-def _thaw(value: object) -> object:
-    kind = type(value)
-    if kind is MappingProxyType:
-        return {k: _thaw(v) for k, v in value.items()}  # type: ignore[attr-defined]
-    if kind is tuple:
-        return [_thaw(v) for v in value]  # type: ignore[attr-defined]
-    return value
-
-
-def _strict_str(value: object, name: str) -> str:
-    if not isinstance(value, str):
-        raise AuditRecordInvalid(f"{name} must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise AuditRecordInvalid(f"{name} is not valid Unicode text") from None
-    return value
-
-
 def _check_int(value: object, name: str, *, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -292,18 +130,18 @@ def _check_int(value: object, name: str, *, optional: bool = False) -> None:
 
 def _check_event_fields(obj: AuditEvent | AuditRecord) -> None:
     """Invariants shared by events and records (values already normalised)."""
-    if not _EVENT_RE.fullmatch(_strict_str(obj.event, "event")):
+    if not _EVENT_RE.fullmatch(strict_str(obj.event, "event")):
         raise AuditRecordInvalid("event must be a dotted lowercase name such as 'kbs.auth'")
-    if _strict_str(obj.decision, "decision") not in DECISIONS:
+    if strict_str(obj.decision, "decision") not in DECISIONS:
         raise AuditRecordInvalid(f"decision must be one of {sorted(DECISIONS)}")
     for name in _STR_FIELDS:
-        _strict_str(getattr(obj, name), name)
+        strict_str(getattr(obj, name), name)
     if len(obj.detail) > MAX_DETAIL_CHARS:
         raise AuditRecordInvalid(f"detail is longer than {MAX_DETAIL_CHARS} characters")
     if not isinstance(obj.reasons, tuple):
         raise AuditRecordInvalid("reasons must be a tuple of strings")
     for reason in obj.reasons:
-        _strict_str(reason, "reasons[]")
+        strict_str(reason, "reasons[]")
     _check_int(obj.version, "version", optional=True)
     if obj.claims is not None and not isinstance(obj.claims, MappingProxyType):
         raise AuditRecordInvalid("claims must be a JSON object or null")
@@ -353,7 +191,7 @@ class AuditEvent:
         for name in _STR_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str):
-                setter(self, name, _clean_str(value))
+                setter(self, name, clean_str(value))
         # Values typed by annotation only: callers may still hand in a list or a non-str.
         detail: object = self.detail
         if isinstance(detail, str) and len(detail) > MAX_DETAIL_CHARS:
@@ -361,7 +199,7 @@ class AuditEvent:
         reasons: object = self.reasons
         if isinstance(reasons, list | tuple):
             setter(
-                self, "reasons", tuple(_clean_str(r) if isinstance(r, str) else r for r in reasons)
+                self, "reasons", tuple(clean_str(r) if isinstance(r, str) else r for r in reasons)
             )
         claims: object = self.claims
         if isinstance(claims, FrozenClaims):
@@ -370,7 +208,7 @@ class AuditEvent:
         elif claims is not None:
             if not isinstance(claims, Mapping):
                 raise AuditRecordInvalid("claims must be a JSON object or None")
-            frozen, canonical = _freeze_claims(claims)
+            frozen, canonical = freeze_event_claims(claims)
             setter(self, "claims", frozen)
         else:
             canonical = b"null"
@@ -383,7 +221,7 @@ _encode_sorted: Final = msgspec.json.Encoder(order="sorted").encode
 
 
 def _claims_jcs(claims: Mapping[str, Any] | None) -> bytes:
-    return jcs.dumps(_thaw(claims))
+    return jcs.dumps(thaw(claims))
 
 
 RECORD_KEYS: Final = frozenset({"format", "seq", "prev_hash", "hash", *_EVENT_FIELD_NAMES})
@@ -472,7 +310,7 @@ class AuditRecord:
         for name in _EVENT_FIELD_NAMES:
             out[name] = getattr(self, name)
         out["time"] = format_time(self.time)
-        out["claims"] = _thaw(self.claims)
+        out["claims"] = thaw(self.claims)
         out["reasons"] = list(self.reasons)
         if with_hash:
             out["hash"] = self.hash
@@ -515,11 +353,11 @@ class AuditRecord:
             format=data["format"],
             seq=data["seq"],
             prev_hash=data["prev_hash"],
-            event=_strict_str(data["event"], "event"),
-            time=parse_time(_strict_str(data["time"], "time")),
+            event=strict_str(data["event"], "event"),
+            time=parse_time(strict_str(data["time"], "time")),
             claims=None
             if claims is None
-            else cast("Mapping[str, Any]", _freeze(claims, lenient=False)),
+            else cast("Mapping[str, Any]", freeze_json(claims, lenient=False)),
             reasons=tuple(reasons),
             **{name: data[name] for name in (*_STR_FIELDS, "decision", "version")},
         )

@@ -129,6 +129,13 @@ def _parse_fields(cert: x509.Certificate) -> None:
     a malformed field fails here, as a format error, not deep in a check."""
     _ = (cert.subject, cert.issuer, cert.serial_number, cert.extensions)
     _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid)
+    # The signature BIT STRING closes the certificate: its first content byte
+    # counts unused bits, which DER requires to be 0 for a whole-byte signature.
+    # The parser ignores that byte, so without this check a certificate would
+    # have a second spelling that verifies like the first.
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if der[-len(cert.signature) - 1] != 0:
+        raise ValueError("certificate signature has unused bits")
     cert.public_key()
 
 

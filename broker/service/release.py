@@ -17,8 +17,9 @@ from typing import Any
 
 import structlog
 
+from broker.audit.claims import FrozenClaims, freeze_claims
 from broker.audit.receipt import Receipt
-from broker.audit.record import AuditRecord, AuditRecordInvalid, FrozenClaims, freeze_claims
+from broker.audit.record import AuditRecord, AuditRecordInvalid
 from broker.errors import (
     AuditWriteError,
     BackendError,

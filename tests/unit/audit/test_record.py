@@ -13,6 +13,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.audit.claims import freeze_claims
 from broker.audit.record import (
     FORMAT_VERSION,
     GENESIS_HASH,
@@ -24,7 +25,6 @@ from broker.audit.record import (
     AuditRecordInvalid,
     chain_next,
     format_time,
-    freeze_claims,
     parse_time,
 )
 from broker.errors import BrokerError

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.errors import EvidenceError, EvidenceFormatError
-from broker.evidence import pinned_anchors
+from broker.evidence import _x509, pinned_anchors
 from broker.evidence.model import VerifyContext
 from broker.evidence.snp import REPORT_SIZE, SNPReport, SNPVerifier, verify_snp_report
 from tests.vectors import read_bytes, requires_evidence, vector_ids
@@ -107,3 +107,16 @@ def test_verifier_raises_only_evidence_errors(evidence: object) -> None:
     ctx = VerifyContext(now=WHEN, anchors=pinned_anchors())
     with pytest.raises(EvidenceError):
         SNPVerifier().verify(evidence, ctx)
+
+
+@requires_evidence
+@pytest.mark.parametrize("unused", [1, 7])
+def test_vek_with_unused_signature_bits_never_verifies(unused: int) -> None:
+    """A real VEK whose signature BIT STRING claims unused bits is refused, though
+    its signed part and signature are unchanged (a second spelling of one certificate)."""
+    for report, vek in pairs():
+        mutated = bytearray(vek)
+        signature = _x509.load_certificate(vek).signature
+        mutated[-len(signature) - 1] = unused
+        with pytest.raises(EvidenceFormatError):
+            verify_snp_report(report, bytes(mutated), anchors=pinned_anchors(), now=WHEN)
