@@ -13,18 +13,10 @@ expiry), because ``add_version`` is a compare-and-set.
 
 from __future__ import annotations
 
+from broker.adapters.lease_rules import ROTATION_LEASE, check_lease_args
 from broker.adapters.pg_db import PostgresDB
-from broker.errors import ConfigError
 
-ROTATION_LEASE = "rotation-scheduler"
 _WHAT = "lease"
-
-
-def _check(holder: str, ttl: float) -> None:
-    if not holder:
-        raise ConfigError("a lease holder needs a non-empty name")
-    if not ttl > 0:
-        raise ConfigError(f"a lease needs a positive ttl, not {ttl}")
 
 
 class PostgresLease:
@@ -43,7 +35,7 @@ class PostgresLease:
             ConfigError: empty holder or non-positive ttl.
             BackendError: the database failed (the caller must assume it holds nothing).
         """
-        _check(holder, ttl)
+        check_lease_args(holder, ttl)
         async with self._db.connection(_WHAT) as conn:
             # The conflicting row is locked and the WHERE re-checked against its latest
             # version, so of several contenders for an expired lease exactly one wins.
@@ -65,7 +57,7 @@ class PostgresLease:
 
         Returns False when the lease was lost: stop the work it guarded.
         """
-        _check(holder, ttl)
+        check_lease_args(holder, ttl)
         async with self._db.connection(_WHAT) as conn:
             got = await conn.fetchval(
                 "UPDATE leases SET expires_at = now() + make_interval(secs => $3)"

@@ -96,6 +96,19 @@ def _row_body(record: AuditRecord) -> str:
 
 
 @contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: COMMIT when the block ends, ROLLBACK if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextlib.contextmanager
 def _writer_turn(path: Path) -> Iterator[None]:
     """An exclusive lock on ``<path>.writer`` for one group, shared by every process."""
     import fcntl  # noqa: PLC0415 - POSIX only; only the shared mode needs it
@@ -414,14 +427,8 @@ class SQLiteAuditLog:
 
     def _write_rows(self, records: list[AuditRecord]) -> None:
         conn = self._writer_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             self._insert(conn, records)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _write_shared(self, events: list[AuditEvent]) -> list[AuditRecord]:
         # The writers queue on a file lock first: the kernel wakes a waiter as soon
@@ -432,8 +439,7 @@ class SQLiteAuditLog:
 
     def _write_shared_locked(self, events: list[AuditEvent]) -> list[AuditRecord]:
         conn = self._writer_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             # Under the write lock: no other process can append until COMMIT.
             prev = self._locked_head(conn)
             records: list[AuditRecord] = []
@@ -441,11 +447,6 @@ class SQLiteAuditLog:
                 prev = chain_next(prev, event)
                 records.append(prev)
             self._insert(conn, records)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return records
 
     def _locked_head(self, conn: sqlite3.Connection) -> AuditRecord | None:
@@ -470,16 +471,10 @@ class SQLiteAuditLog:
 
     def _probe_write_lock(self) -> None:
         conn = self._writer_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             # Rewriting the header page and committing appends a WAL frame: an empty
             # transaction writes nothing, so it reported "ok" on a full disk.
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     # -- runs on the reader thread --------------------------------------------------------------
 

@@ -26,23 +26,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from broker.adapters.sqlite_sessions import DEFAULT_BUSY_TIMEOUT_MS, connect
-from broker.errors import BackendError, ConfigError
+from broker.adapters.lease_rules import ROTATION_LEASE, check_lease_args
+from broker.adapters.sqlite_sessions import DEFAULT_BUSY_TIMEOUT_MS, SharedFileHandle
+from broker.errors import BackendError
 
 __all__ = ["ROTATION_LEASE", "SQLiteLease"]
 
-# The name PostgresLease uses; not imported from there, which would load asyncpg.
-ROTATION_LEASE = "rotation-scheduler"
 
-
-def _check(holder: str, ttl: float) -> None:
-    if not holder:
-        raise ConfigError("a lease holder needs a non-empty name")
-    if not ttl > 0:
-        raise ConfigError(f"a lease needs a positive ttl, not {ttl}")
-
-
-class SQLiteLease:
+class SQLiteLease(SharedFileHandle):
     """The lease ``name``; every worker builds one with the same name on the same file."""
 
     def __init__(
@@ -53,23 +44,9 @@ class SQLiteLease:
         clock: Callable[[], float] = time.time,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     ) -> None:
-        if busy_timeout_ms < 0:
-            raise ValueError("busy_timeout_ms must not be negative")
-        self.path = path
+        super().__init__(path, busy_timeout_ms=busy_timeout_ms)
         self.name = name
         self._clock = clock
-        self._busy_timeout_ms = busy_timeout_ms
-        self._conn: sqlite3.Connection | None = None
-
-    def open(self) -> None:
-        """Connects to the file made by ``sqlite_sessions.reset``; BackendError if none."""
-        if self._conn is None:
-            self._conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     async def acquire(self, holder: str, ttl: float) -> bool:
         """Takes the lease if it is free or expired, or extends it if ``holder`` has it.
@@ -80,7 +57,7 @@ class SQLiteLease:
             ConfigError: empty holder or non-positive ttl.
             BackendError: SQLite failed (the caller must assume it holds nothing).
         """
-        _check(holder, ttl)
+        check_lease_args(holder, ttl)
         now = self._clock()
         with self._errors() as db:
             # An upsert whose DO UPDATE is refused changes no row: rowcount 0.
@@ -98,7 +75,7 @@ class SQLiteLease:
 
         Returns False when the lease was lost: stop the work it guarded.
         """
-        _check(holder, ttl)
+        check_lease_args(holder, ttl)
         now = self._clock()
         with self._errors() as db:
             changed = db.execute(

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_SESSIONS",
     "SCHEMA_VERSION",
     "SQLiteSessionStore",
+    "SharedFileHandle",
     "connect",
     "reset",
 ]
@@ -175,27 +176,14 @@ def _failed(what: str, exc: sqlite3.Error) -> BackendError:
     return BackendError(f"session store {what} failed: {exc}")
 
 
-class SQLiteSessionStore:
-    """Open sessions of this host's workers, at most ``max_sessions`` of them.
+class SharedFileHandle:
+    """One connection to the shared sessions file, opened and closed explicitly;
+    use it from one thread (the event loop's)."""
 
-    When the store is full, a new session first makes room by dropping the
-    sessions that expired before it was created. Each instance holds one
-    connection; use it from one thread (the event loop's).
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_sessions: int = DEFAULT_MAX_SESSIONS,
-        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-    ) -> None:
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
+    def __init__(self, path: Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
         if busy_timeout_ms < 0:
             raise ValueError("busy_timeout_ms must not be negative")
         self.path = path
-        self._max = max_sessions
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
 
@@ -208,6 +196,26 @@ class SQLiteSessionStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class SQLiteSessionStore(SharedFileHandle):
+    """Open sessions of this host's workers, at most ``max_sessions`` of them.
+
+    When the store is full, a new session first makes room by dropping the
+    sessions that expired before it was created.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        super().__init__(path, busy_timeout_ms=busy_timeout_ms)
+        self._max = max_sessions
 
     def __len__(self) -> int:
         db = self._db("count")

@@ -4,7 +4,6 @@ and on the embedded SQLite store of one host."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import signal
 import subprocess
@@ -14,14 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import rfc8785
 
-from broker.audit.audit_key import trusted_keys
-from broker.audit.merkle import leaf_hash
-from broker.audit.receipt import decode_receipt_header
-from broker.audit.verify_export import verify_export
 from broker.client import BrokerClient, SampleProvider
-from tests.e2e.test_replicas import _attestation, _auth, _free_port, _wait_ready
+from tests.e2e.test_replicas import _attestation, _auth, _free_port, _wait_ready, check_one_log
 from tests.integration.conftest import write_policies
 from tests.integration.postgres_fixture import pg_dsn, postgres  # noqa: F401
 
@@ -45,27 +39,7 @@ def test_workers_share_one_port(tmp_path: Path, pg_dsn: str) -> None:  # noqa: F
     port = _free_port()
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "broker.cli",
-                "serve",
-                "--dev",
-                "--workers",
-                "2",
-                "--config",
-                str(config),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--port",
-                str(port),
-                "--policies",
-                str(write_policies(tmp_path / "policies")),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = _serve(tmp_path, port, log, "--workers", "2", "--config", str(config))
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc, log_path)
@@ -170,25 +144,7 @@ async def _sqlite_flow(url: str, admin: str, auditor: str) -> None:
         assert statuses == [200, 409, 409, 409]
     received = await asyncio.gather(*(_one_enclave(url, key) for _ in range(40)))
 
-    async with aiohttp.ClientSession() as http:
-        headers = {"Authorization": f"Bearer {auditor}"}
-        async with http.get(f"{url}/v1/audit/export?format=jsonl", headers=headers) as r:
-            assert r.status == 200, await r.text()
-            export = await r.read()
-            note = base64.urlsafe_b64decode(r.headers["X-Audit-Checkpoint"]).decode()
-        async with http.get(f"{url}/v1/audit/keys") as r:
-            published = await r.json()
-    lines = export.splitlines(keepends=True)
-    verify_export(lines, [note], trusted_keys([k["verifier_key"] for k in published["keys"]]))
-    records = {r["seq"]: r for r in map(json.loads, lines)}
-    seqs = [decode_receipt_header(h).seq for h in received]
-    assert len(set(seqs)) == len(received)  # no record answers two releases
-    for header in received:
-        receipt = decode_receipt_header(header)
-        record = records[receipt.seq]
-        assert record["event"] == "resource.released"
-        canonical = {k: v for k, v in record.items() if k != "hash"}
-        assert leaf_hash(rfc8785.dumps(canonical)) == receipt.leaf_hash
+    await check_one_log(url, url, auditor, received)
 
 
 def test_workers_share_one_sqlite_data_dir(tmp_path: Path) -> None:
