@@ -28,17 +28,24 @@ import aiohttp
 import rfc8785
 
 from bench.common import Result
-from bench.loader import PROTOCOL_VERSION, SESSION_COOKIE, Attested, LoadError
+from bench.loader import SESSION_COOKIE, Attested, LoadError
 from bench.snp_synth import SyntheticSNPProvider
-from bench.storm_load import MAX_RETRIES, RESOURCES, RETRY_JITTER, StormStats, run_timed
+from bench.storm_load import (
+    MAX_RETRIES,
+    RESOURCES,
+    RETRY_JITTER,
+    StormStats,
+    attest_request,
+    auth_request,
+    run_timed,
+)
 from broker.audit.audit_key import trusted_keys
 from broker.audit.merkle import leaf_hash
 from broker.audit.receipt import decode_receipt_header, verify_receipt
 from broker.audit.verify_export import verify_export
 from broker.errors import BrokerError
-from broker.evidence.binding import expectation_for
 from broker.keys.algorithms import WrapContext
-from broker.keys.unwrap import ClientKeyPair, unwrap
+from broker.keys.unwrap import unwrap
 
 AUTH, ATTEST, RESOURCE = 0, 1, 2  # the step's offset in the enclave's rotation
 MAX_RESTARTS = 5
@@ -177,18 +184,12 @@ async def _attest(
     http: aiohttp.ClientSession, route: Route, provider: SyntheticSNPProvider, tally: Tally
 ) -> Attested | None:
     """auth + attest; None when the attest must start over from auth (409 or 401)."""
-    request = {"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""}
+    request = auth_request(provider)
     auth = await _send(http, route, AUTH, tally, "POST", "/kbs/v0/auth", body=request)
     nonce = str(_json(auth, "auth")["nonce"])
     if auth.cookie is None:
         raise LoadError("auth: no session cookie")
-    keypair = ClientKeyPair.generate("p256")
-    pubkey = keypair.public_jwk()
-    evidence = await provider.evidence(expectation_for(nonce, pubkey, "").report_data)
-    body = {
-        "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
-        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
-    }
+    body, keypair = await attest_request(provider, nonce)
     headers = {"Cookie": f"{SESSION_COOKIE}={auth.cookie}"}
     answer = await _send(
         http, route, ATTEST, tally, "POST", "/kbs/v0/attest", body=body, headers=headers

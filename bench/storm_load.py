@@ -116,6 +116,25 @@ async def _post_retrying(
     raise LoadError(f"{what}: still refused (429) after {MAX_RETRIES} retries")
 
 
+def auth_request(provider: EvidenceProvider) -> dict[str, str]:
+    """The body of ``POST /kbs/v0/auth`` for ``provider``'s TEE."""
+    return {"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""}
+
+
+async def attest_request(
+    provider: EvidenceProvider, nonce: str
+) -> tuple[dict[str, Any], ClientKeyPair]:
+    """A fresh enclave key pair and the attest body binding it and ``nonce`` into the evidence."""
+    keypair = ClientKeyPair.generate("p256")
+    pubkey = keypair.public_jwk()
+    evidence = await provider.evidence(expectation_for(nonce, pubkey, "").report_data)
+    body = {
+        "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
+        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+    }
+    return body, keypair
+
+
 async def attest_with(
     http: aiohttp.ClientSession,
     url: str,
@@ -128,18 +147,11 @@ async def attest_with(
     nonce for a refused attest) and counted in ``refusals``.
     """
     refusals = refusals if refusals is not None else Refusals()
-    request = {"version": PROTOCOL_VERSION, "tee": provider.tee, "extra-params": ""}
+    request = auth_request(provider)
     data, cookie = await _post_retrying(http, url + "/kbs/v0/auth", "auth", request, refusals)
-    nonce = str(data["nonce"])
     if cookie is None:
         raise LoadError("auth: no session cookie")
-    keypair = ClientKeyPair.generate("p256")
-    pubkey = keypair.public_jwk()
-    evidence = await provider.evidence(expectation_for(nonce, pubkey, "").report_data)
-    body = {
-        "runtime-data": {"nonce": nonce, "tee-pubkey": pubkey},
-        "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
-    }
+    body, keypair = await attest_request(provider, str(data["nonce"]))
     headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
     data, _ = await _post_retrying(http, url + "/kbs/v0/attest", "attest", body, refusals, headers)
     token = str(data["token"])

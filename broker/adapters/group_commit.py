@@ -22,10 +22,37 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from broker.audit.record import AuditEvent, AuditRecord
 from broker.errors import AuditWriteError
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "after_commit"]
+
+
+_log = structlog.get_logger(__name__)
+
+
+async def after_commit(
+    records: list[AuditRecord],
+    *,
+    catch_up: Callable[[int], Awaitable[object]] | None,
+    on_commit: Callable[[list[AuditRecord]], None] | None,
+) -> None:
+    """Hand a committed group to the transparency tree, before any waiter wakes.
+
+    On a log with other writers, ``catch_up(first seq)`` first reads what they
+    appended before this group, so ``on_commit`` finds the group continuing the
+    tree. A failed catch-up is only logged: the records are durable, and a
+    receipt reads the log again before it names a record the tree lacks.
+    """
+    if catch_up is not None:
+        try:
+            await catch_up(records[0].seq)
+        except Exception as exc:  # noqa: BLE001 - durable records; receipts retry the read
+            _log.warning("audit.catch_up_failed", seq=records[0].seq, error=str(exc))
+    if on_commit is not None:
+        on_commit(records)
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ from typing import Any, Final
 import structlog
 
 from broker.adapters.audit_tree import canonical_from_body
-from broker.adapters.group_commit import GroupCommit
+from broker.adapters.group_commit import GroupCommit, after_commit
 from broker.adapters.pg_audit_schema import (
     RECORDS_COMPONENT,
     RECORDS_SCHEMA,
@@ -323,13 +323,7 @@ class PostgresAuditLog:
     async def _committed(self, records: list[AuditRecord]) -> None:
         self._head = records[-1]
         self.transactions += 1
-        if self.catch_up is not None:
-            try:
-                await self.catch_up(records[0].seq)
-            except Exception as exc:  # noqa: BLE001 - the records are durable; receipts wait
-                _log.warning("audit.catch_up_failed", seq=records[0].seq, error=str(exc))
-        if self.on_commit is not None:
-            self.on_commit(records)
+        await after_commit(records, catch_up=self.catch_up, on_commit=self.on_commit)
 
     @staticmethod
     def _failed(exc: BaseException, size: int) -> None:

@@ -42,7 +42,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 import structlog
 
 from broker.adapters.audit_tree import canonical_from_body
-from broker.adapters.group_commit import GroupCommit
+from broker.adapters.group_commit import GroupCommit, after_commit
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
 from broker.audit.merkle import leaf_hash
 from broker.audit.record import (
@@ -355,13 +355,7 @@ class SQLiteAuditLog:
     async def _committed(self, records: list[AuditRecord]) -> None:
         self._head = records[-1]
         self.transactions += 1
-        if self.catch_up is not None:
-            try:
-                await self.catch_up(records[0].seq)
-            except Exception as exc:  # noqa: BLE001 - the records are durable; receipts wait
-                _log.warning("audit.catch_up_failed", seq=records[0].seq, error=str(exc))
-        if self.on_commit is not None:
-            self.on_commit(records)
+        await after_commit(records, catch_up=self.catch_up, on_commit=self.on_commit)
 
     def _failed(self, exc: BaseException, size: int) -> None:
         # The next group re-reads the head from disk: a failure leaves no gap, no fork.

@@ -153,13 +153,9 @@ def thumbprint(jwk: Mapping[str, Any]) -> str:
     names = _THUMBPRINT_MEMBERS.get(kty) if isinstance(kty, str) else None
     if names is None or not all(isinstance(jwk.get(n), str) for n in names):
         raise UnsupportedKey("cannot compute a thumbprint for this JWK")
-    # Every release audits the thumbprint of its token's key: cached like parsing.
-    return _thumbprint_of(tuple((n, jwk[n]) for n in names))
-
-
-@functools.lru_cache(maxsize=4096)
-def _thumbprint_of(members: tuple[tuple[str, str], ...]) -> str:
-    canonical = json.dumps(dict(members), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    canonical = json.dumps(
+        {n: jwk[n] for n in names}, separators=(",", ":"), sort_keys=True, ensure_ascii=False
+    )
     return b64url_encode(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "WrappedKey",
     "algorithm_for",
     "algorithms_at_least",
+    "recipient_for",
     "wrap",
 ]
 
@@ -71,12 +72,24 @@ class WrappedKey:
     envelope: dict[str, Any]
 
 
-def algorithm_for(jwk: Mapping[str, Any], *, allowed: Collection[str] = DEFAULT_ALLOWED) -> str:
-    """The wrapping algorithm ``jwk`` selects, if ``allowed`` permits it.
+def recipient_for(
+    jwk: Mapping[str, Any], *, allowed: Collection[str] = DEFAULT_ALLOWED
+) -> RecipientKey:
+    """``jwk`` validated, with the wrapping algorithm it selects and its thumbprint
+    (parsed once per key: an enclave's key serves its attestation and every release).
 
     Raises:
         UnsupportedKey: the JWK is malformed, private, of an unsupported type,
             or selects an algorithm outside ``allowed``.
+    """
+    return _recipient(jwk, allowed)
+
+
+def algorithm_for(jwk: Mapping[str, Any], *, allowed: Collection[str] = DEFAULT_ALLOWED) -> str:
+    """The wrapping algorithm ``jwk`` selects, if ``allowed`` permits it.
+
+    Raises:
+        UnsupportedKey: as ``recipient_for``.
     """
     return _recipient(jwk, allowed).alg
 

@@ -25,8 +25,7 @@ from broker.evidence import TrustAnchors, get_verifier
 from broker.evidence.binding import expectation_for
 from broker.evidence.collateral import collateral_request
 from broker.evidence.model import VerifyContext
-from broker.keys.jwk import thumbprint
-from broker.keys.wrap import algorithm_for
+from broker.keys.wrap import recipient_for
 from broker.ports import AuditSink, Clock, CollateralSource, SessionStore
 from broker.service.auditing import event, record
 from broker.service.context import RequestContext
@@ -104,7 +103,7 @@ class AttestService:
             if not hmac.compare_digest(req.nonce.encode(), session.nonce.encode()):
                 raise FreshnessError("runtime-data nonce is not this session's challenge")
             await self._sessions.consume_session(session.id)
-            alg = algorithm_for(req.tee_pubkey, allowed=self._limits.allowed_wrap_algs)
+            recipient = recipient_for(req.tee_pubkey, allowed=self._limits.allowed_wrap_algs)
             expect = expectation_for(req.nonce, dict(req.tee_pubkey), req.additional_evidence)
             needed = collateral_request(
                 tee, req.primary_evidence, max_evidence_bytes=self._limits.max_evidence_bytes
@@ -154,7 +153,7 @@ class AttestService:
             evidence_digest=verified.evidence_digest,
             now=now,
             ttl_seconds=self._limits.token_ttl,
-            wrap_alg=alg,
+            wrap_alg=recipient.alg,
         )
         if self._tokens is not None:
             # The enclave fetches its keys at once: spare the first fetch a signature check.
@@ -171,8 +170,8 @@ class AttestService:
                 evidence_digest=verified.evidence_digest,
                 claims=verified.to_dict(),
                 policy_digest=policy_digest,
-                wrap_alg=alg,
-                pubkey_thumbprint=thumbprint(req.tee_pubkey),
+                wrap_alg=recipient.alg,
+                pubkey_thumbprint=recipient.thumbprint,
                 detail=f"token {info.jti}",
             ),
         )

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from broker.audit.record import AuditEvent, AuditRecord, FrozenClaims
+from broker.audit.record import AuditEvent, AuditRecord
 from broker.ports import AuditSink
 from broker.service.context import RequestContext
 
@@ -37,7 +37,8 @@ def event(
         actor=ctx.actor,
         tee=tee,
         evidence_digest=evidence_digest,
-        claims=claims if claims is None or isinstance(claims, FrozenClaims) else dict(claims),
+        # AuditEvent makes its own frozen copy (or takes a FrozenClaims as it is).
+        claims=claims,
         policy_digest=policy_digest,
         decision=decision,
         reasons=tuple(reasons),

@@ -1,4 +1,5 @@
-"""SQLiteSessionStore: MemorySessionStore's behaviour, shared by the workers of one host."""
+"""SQLiteSessionStore: one store for the workers of one host (the behaviour it shares
+with MemorySessionStore: test_session_stores)."""
 
 from __future__ import annotations
 
@@ -46,23 +47,7 @@ def other(path: Path) -> Iterator[SQLiteSessionStore]:
     s.close()
 
 
-async def test_a_session_reads_back_equal_and_its_token_is_set_once_attested(
-    store: SQLiteSessionStore,
-) -> None:
-    """get returns what was stored, token None until set_session_token."""
-    session = Session("s", "snp", "n0nce", 1000.25, 1300.5, used=False, token=None)
-    await store.create_session(session)
-    assert await store.get_session("s") == session
-    consumed = await store.consume_session("s")
-    assert consumed == Session("s", "snp", "n0nce", 1000.25, 1300.5, used=True, token=None)
-    await store.set_session_token("s", TOKEN)
-    assert await store.get_session("s") == Session(
-        "s", "snp", "n0nce", 1000.25, 1300.5, used=True, token=TOKEN
-    )
-    assert await store.get_session("nope") is None
-
-
-async def test_racing_consumes_of_one_nonce_let_exactly_one_through(
+async def test_racing_consumes_over_two_instances_let_exactly_one_through(
     store: SQLiteSessionStore, other: SQLiteSessionStore
 ) -> None:
     """200 concurrent consumes over two instances: one wins, every other is a replay."""
@@ -89,57 +74,6 @@ async def test_auth_on_one_worker_and_attest_on_another(
     got = await store.get_session("s")
     assert got is not None and got.token == TOKEN
     assert len(store) == len(other) == 1
-
-
-async def test_a_full_store_makes_room_from_expired_sessions_only(path: Path) -> None:
-    """At the bound, expired sessions are dropped for a new one; live ones never are."""
-    store = SQLiteSessionStore(path, max_sessions=2)
-    store.open()
-    try:
-        await store.create_session(_session("old", created=0.0, expires=100.0))
-        await store.create_session(_session("live", created=50.0, expires=400.0))
-        await store.create_session(_session("new", created=200.0, expires=500.0))
-        assert await store.get_session("old") is None
-        assert len(store) == 2
-        with pytest.raises(BackendError, match="too many open sessions"):
-            await store.create_session(_session("more", created=300.0, expires=600.0))
-        assert await store.get_session("live") is not None
-        assert await store.get_session("more") is None
-    finally:
-        store.close()
-
-
-async def test_a_reused_id_is_a_backend_error_that_keeps_the_first(
-    store: SQLiteSessionStore,
-) -> None:
-    """Ids are random: a clash is refused and the stored session is untouched."""
-    await store.create_session(_session("s"))
-    with pytest.raises(BackendError, match="the session id exists") as err:
-        await store.create_session(_session("s", created=5.0))
-    assert NONCE not in str(err.value)
-    assert await store.get_session("s") == _session("s")
-    assert len(store) == 1
-
-
-async def test_token_on_an_unknown_session_is_ignored_and_consume_is_missing(
-    store: SQLiteSessionStore,
-) -> None:
-    """A session purged between attest steps: the token is dropped, consume says missing."""
-    await store.set_session_token("gone", "tok")
-    assert await store.get_session("gone") is None
-    with pytest.raises(SessionMissing):
-        await store.consume_session("gone")
-
-
-async def test_purge_drops_only_sessions_expired_before(store: SQLiteSessionStore) -> None:
-    """purge_sessions counts what it dropped and keeps the rest."""
-    await store.create_session(_session("a", expires=100.0))
-    await store.create_session(_session("b", expires=200.0))
-    await store.create_session(_session("c", expires=300.0))
-    assert await store.purge_sessions(200.0) == 1
-    assert await store.purge_sessions(200.0) == 0
-    assert len(store) == 2
-    assert await store.get_session("b") is not None
 
 
 async def test_reset_ends_every_session_of_an_earlier_run(path: Path) -> None:
