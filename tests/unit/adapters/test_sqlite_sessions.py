@@ -31,20 +31,22 @@ def path(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.fixture
-def store(path: Path) -> Iterator[SQLiteSessionStore]:
+def _opened(path: Path) -> Iterator[SQLiteSessionStore]:
     s = SQLiteSessionStore(path)
     s.open()
     yield s
     s.close()
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SQLiteSessionStore]:
+    yield from _opened(path)
 
 
 @pytest.fixture
 def other(path: Path) -> Iterator[SQLiteSessionStore]:
-    s = SQLiteSessionStore(path)
-    s.open()
-    yield s
-    s.close()
+    """A second instance on the same file, as another worker process holds."""
+    yield from _opened(path)
 
 
 async def test_racing_consumes_over_two_instances_let_exactly_one_through(
