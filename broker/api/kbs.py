@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from broker.api.keys import METRICS, REQUEST_ID, SERVICES, SETTINGS
-from broker.api.middleware import client_address, read_body
+from broker.api.middleware import client_address, log_outcome, read_body
 from broker.audit.receipt import encode_receipt_header
 from broker.errors import BrokerError, MalformedRequest, SessionMissing, TokenInvalid
 from broker.service.attest import AttestInput
@@ -78,6 +78,7 @@ async def attest(request: web.Request) -> web.Response:
         metrics.attestations.labels(tee=tee, outcome=exc.code).inc()
         raise
     metrics.attestations.labels(tee=attested.tee, outcome="ok").inc()
+    log_outcome("evidence.verified", tee=attested.tee, jti=attested.jti)
     return _json(wire.AttestResponse(token=attested.token))
 
 
@@ -123,6 +124,7 @@ async def resource(request: web.Request) -> web.Response:
         metrics.releases.labels(tee=token.tee, outcome=exc.code).inc()
         raise
     metrics.releases.labels(tee=token.tee, outcome="released").inc()
+    log_outcome("key.released", resource=release.resource, version=release.version, alg=release.alg)
     response = web.Response(
         body=msgspec.json.encode(release.envelope), content_type="application/json"
     )

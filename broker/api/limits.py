@@ -175,7 +175,9 @@ async def _acquire(slots: asyncio.Semaphore, wait_seconds: float) -> bool:
         await slots.acquire()
         return True
     try:
-        await asyncio.wait_for(slots.acquire(), timeout=wait_seconds)
+        # A timeout scope, not wait_for: no extra task per queued request.
+        async with asyncio.timeout(wait_seconds):
+            await slots.acquire()
     except TimeoutError:
         return False
     return True

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from broker.errors import BrokerError, FreshnessError, NonceExpired, SessionMissing
 from broker.evidence import TrustAnchors, get_verifier
 from broker.evidence.binding import expectation_for
@@ -32,8 +30,6 @@ from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder
 from broker.tokens import TokenKey, TokenVerifier, issue
 
-log = structlog.get_logger(__name__)
-
 
 @dataclass(frozen=True, slots=True)
 class AttestInput:
@@ -45,10 +41,11 @@ class AttestInput:
 
 @dataclass(frozen=True, slots=True)
 class Attested:
-    """The attestation result token issued, and for which TEE."""
+    """The attestation result token issued, for which TEE, and its id."""
 
     token: str
     tee: str
+    jti: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,5 +172,4 @@ class AttestService:
                 detail=f"token {info.jti}",
             ),
         )
-        log.info("evidence.verified", tee=tee, jti=info.jti)
-        return Attested(token, tee)
+        return Attested(token, tee, info.jti)

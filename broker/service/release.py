@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from broker.audit.claims import FrozenClaims, freeze_claims
 from broker.audit.receipt import Receipt
 from broker.audit.record import AuditRecord, AuditRecordInvalid
@@ -27,7 +25,7 @@ from broker.errors import (
     ReleaseDenied,
     ResourceNotFound,
 )
-from broker.keys.jwk import thumbprint
+from broker.keys.jwk import parse_public_jwk
 from broker.keys.material import SecretBytes
 from broker.keys.wrap import WrapContext, algorithm_for, wrap
 from broker.policy.evaluate import evaluate
@@ -47,8 +45,6 @@ from broker.service.context import RequestContext
 from broker.service.policies import PolicyHolder
 from broker.service.resources import parse_resource_id
 from broker.tokens import TokenClaims
-
-log = structlog.get_logger(__name__)
 
 # Tokens whose audited claims are kept frozen: one enclave's token serves all its releases.
 _ATTESTERS_CACHED = 4096
@@ -126,7 +122,8 @@ class ReleaseService:
             "policy_digest": policies.digest,
             "resource": resource_path[:400],
             "evidence_digest": token.evidence_digest,
-            "pubkey_thumbprint": thumbprint(token.tee_pubkey),
+            # Parsed (and cached) at attest already: one enclave key serves all its releases.
+            "pubkey_thumbprint": parse_public_jwk(token.tee_pubkey).thumbprint,
         }
         # What the audit record says about the attester (plus shadow-policy outcomes).
         audited: Mapping[str, Any] = self._attester(token)
@@ -211,5 +208,4 @@ class ReleaseService:
             if committed is None:
                 raise AuditWriteError("audit sink returned no record to issue a receipt for")
             receipt = await self._receipts(committed)
-        log.info("key.released", resource=resource, version=wanted, alg=wrapped.alg)
         return Release(resource, wanted, wrapped.alg, wrapped.envelope, receipt)
