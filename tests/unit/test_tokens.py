@@ -9,6 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from joserfc import jws
 
 from broker.errors import TokenInvalid
 from broker.tokens import TokenKey, TokenVerifier, issue, verify
@@ -97,6 +98,15 @@ def test_garbage(garbage: str) -> None:
     """Garbage tokens are refused with TokenInvalid."""
     with pytest.raises(TokenInvalid):
         verify(TokenKey.generate(), garbage, issuer="b", now=NOW)
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"7", b"null", b"{not json", b"\xff"])
+def test_a_signed_payload_that_is_not_a_claims_object_is_refused(payload: bytes) -> None:
+    """Signed by the broker's own key, yet not a JSON object: TokenInvalid, never a crash."""
+    key = TokenKey.generate()
+    token = jws.serialize_compact({"alg": "ES256", "typ": "JWT"}, payload, key.key)
+    with pytest.raises(TokenInvalid):
+        verify(key, token, issuer="b", now=NOW)
 
 
 def test_key_pem_roundtrip() -> None:
