@@ -8,6 +8,7 @@ neighbour on a shared machine slows both sides rather than one of them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import time
@@ -33,7 +34,14 @@ def evidence_dir() -> Path:
 
 def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """``asyncio.run`` on uvloop when it is installed, as the broker runs: the load
-    generator shares the cores with the server, so its own loop overhead counts."""
+    generator shares the cores with the server, so its own loop overhead counts.
+
+    What is loaded before the run is frozen out of garbage collection, as the broker
+    does after its start: a full collection of the load generator would stall every
+    simulated enclave at once and show up in the broker's latencies.
+    """
+    gc.collect()
+    gc.freeze()
     try:
         import uvloop  # noqa: PLC0415 - optional, as for the broker
     except ImportError:  # pragma: no cover
