@@ -12,6 +12,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from broker.log_lines import BatchedBytesLogger
+
 _SENSITIVE = ("key", "token", "secret", "password", "plaintext", "material")
 # Names that contain a sensitive word but only ever hold identifiers.
 _SAFE = {"kid", "key_id", "resource", "jti", "token_jti", "request_id"}
@@ -69,8 +71,8 @@ def configure_logging(fmt: str = "json", level: str = "info", *, cache: bool = T
         renderer = structlog.processors.JSONRenderer(serializer=_json_bytes)
 
         # Looked up per logger, not once: whatever stderr is when logging starts.
-        def factory(*_: Any) -> structlog.BytesLogger:
-            return structlog.BytesLogger(sys.stderr.buffer)
+        def factory(*_: Any) -> BatchedBytesLogger:
+            return BatchedBytesLogger(sys.stderr.buffer)
 
     structlog.configure(
         processors=[
