@@ -229,11 +229,37 @@ class CollateralSource(Protocol):
 
 
 class Lease(Protocol):
-    """A named lease with expiry: one holder at a time across replicas."""
+    """A named lease with expiry: one holder at a time across replicas (or workers).
 
-    async def acquire(self, holder: str, ttl: float) -> bool: ...
+    A holder that stops renewing loses the lease after ``ttl`` seconds, and
+    another may take it; renew well within ``ttl``.
+    """
 
-    async def release(self, holder: str) -> None: ...
+    async def acquire(self, holder: str, ttl: float) -> bool:
+        """Takes the lease if it is free or expired, or extends it if ``holder`` has it.
+
+        Returns whether ``holder`` holds the lease for the next ``ttl`` seconds.
+
+        Raises:
+            ConfigError: empty holder or non-positive ttl.
+            BackendError: the store failed (the caller must assume it holds nothing).
+        """
+        ...
+
+    async def renew(self, holder: str, ttl: float) -> bool:
+        """Extends the lease by ``ttl`` from now if ``holder`` still has it (not expired).
+
+        Returns False when the lease was lost: stop the work it guarded.
+        """
+        ...
+
+    async def release(self, holder: str) -> None:
+        """Gives the lease up at once (on shutdown) if ``holder`` has it; else a no-op."""
+        ...
+
+    async def holder(self) -> str | None:
+        """Who holds the lease now, or None if it is free or expired."""
+        ...
 
 
 class AuditSink(Protocol):

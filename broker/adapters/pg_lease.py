@@ -27,14 +27,7 @@ class PostgresLease:
         self.name = name
 
     async def acquire(self, holder: str, ttl: float) -> bool:
-        """Takes the lease if it is free or expired, or extends it if ``holder`` has it.
-
-        Returns whether ``holder`` holds the lease for the next ``ttl`` seconds.
-
-        Raises:
-            ConfigError: empty holder or non-positive ttl.
-            BackendError: the database failed (the caller must assume it holds nothing).
-        """
+        """``Lease.acquire``: one upsert, so of several contenders exactly one wins."""
         check_lease_args(holder, ttl)
         async with self._db.connection(_WHAT) as conn:
             # The conflicting row is locked and the WHERE re-checked against its latest
@@ -53,10 +46,6 @@ class PostgresLease:
         return got is not None
 
     async def renew(self, holder: str, ttl: float) -> bool:
-        """Extends the lease by ``ttl`` from now if ``holder`` still has it (not expired).
-
-        Returns False when the lease was lost: stop the work it guarded.
-        """
         check_lease_args(holder, ttl)
         async with self._db.connection(_WHAT) as conn:
             got = await conn.fetchval(
@@ -69,14 +58,12 @@ class PostgresLease:
         return got is not None
 
     async def release(self, holder: str) -> None:
-        """Gives the lease up at once (on shutdown) if ``holder`` has it; else a no-op."""
         async with self._db.connection(_WHAT) as conn:
             await conn.execute(
                 "DELETE FROM leases WHERE name = $1 AND holder = $2", self.name, holder
             )
 
     async def holder(self) -> str | None:
-        """Who holds the lease now, or None if it is free or expired."""
         async with self._db.connection(_WHAT) as conn:
             got = await conn.fetchval(
                 "SELECT holder FROM leases WHERE name = $1 AND expires_at > now()", self.name

@@ -43,6 +43,7 @@ import structlog
 
 from broker.adapters.audit_tree import canonical_from_body
 from broker.adapters.group_commit import GroupCommit, after_commit
+from broker.adapters.sqlite_tx import immediate
 from broker.audit.chain import AuditChainBroken, ChainReport, verify_chain
 from broker.audit.merkle import leaf_hash
 from broker.audit.record import (
@@ -93,19 +94,6 @@ PRAGMA user_version = 1;
 
 def _row_body(record: AuditRecord) -> str:
     return record.body_bytes().decode("utf-8")
-
-
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction: COMMIT when the block ends, ROLLBACK if it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 @contextlib.contextmanager
@@ -421,7 +409,7 @@ class SQLiteAuditLog:
 
     def _write_rows(self, records: list[AuditRecord]) -> None:
         conn = self._writer_conn()
-        with _immediate(conn):
+        with immediate(conn):
             self._insert(conn, records)
 
     def _write_shared(self, events: list[AuditEvent]) -> list[AuditRecord]:
@@ -433,7 +421,7 @@ class SQLiteAuditLog:
 
     def _write_shared_locked(self, events: list[AuditEvent]) -> list[AuditRecord]:
         conn = self._writer_conn()
-        with _immediate(conn):
+        with immediate(conn):
             # Under the write lock: no other process can append until COMMIT.
             prev = self._locked_head(conn)
             records: list[AuditRecord] = []
@@ -465,7 +453,7 @@ class SQLiteAuditLog:
 
     def _probe_write_lock(self) -> None:
         conn = self._writer_conn()
-        with _immediate(conn):
+        with immediate(conn):
             # Rewriting the header page and committing appends a WAL frame: an empty
             # transaction writes nothing, so it reported "ok" on a full disk.
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -49,14 +49,7 @@ class SQLiteLease(SharedFileHandle):
         self._clock = clock
 
     async def acquire(self, holder: str, ttl: float) -> bool:
-        """Takes the lease if it is free or expired, or extends it if ``holder`` has it.
-
-        Returns whether ``holder`` holds the lease for the next ``ttl`` seconds.
-
-        Raises:
-            ConfigError: empty holder or non-positive ttl.
-            BackendError: SQLite failed (the caller must assume it holds nothing).
-        """
+        """``Lease.acquire``: one upsert, so of several contenders exactly one wins."""
         check_lease_args(holder, ttl)
         now = self._clock()
         with self._errors() as db:
@@ -71,10 +64,6 @@ class SQLiteLease(SharedFileHandle):
         return changed == 1
 
     async def renew(self, holder: str, ttl: float) -> bool:
-        """Extends the lease by ``ttl`` from now if ``holder`` still has it (not expired).
-
-        Returns False when the lease was lost: stop the work it guarded.
-        """
         check_lease_args(holder, ttl)
         now = self._clock()
         with self._errors() as db:
@@ -85,12 +74,10 @@ class SQLiteLease(SharedFileHandle):
         return changed == 1
 
     async def release(self, holder: str) -> None:
-        """Gives the lease up at once (on shutdown) if ``holder`` has it; else a no-op."""
         with self._errors() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (self.name, holder))
 
     async def holder(self) -> str | None:
-        """Who holds the lease now, or None if it is free or expired."""
         with self._errors() as db:
             row = db.execute(
                 "SELECT holder FROM leases WHERE name = ? AND expires_at > ?",

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from broker.adapters.sqlite_tx import immediate
 from broker.errors import BackendError, NonceReplayed, SessionMissing
 from broker.ports import Session
 
@@ -320,16 +321,8 @@ class SQLiteSessionStore(SharedFileHandle):
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        db = self._db(what)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self._db(what)) as db:
                 yield db
-                db.execute("COMMIT")
-            finally:
-                if db.in_transaction:
-                    # A failed ROLLBACK must not hide the error that led to it.
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise _failed(what, exc) from None

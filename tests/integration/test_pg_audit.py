@@ -34,21 +34,15 @@ from broker.service.audit_log import AuditLogService
 from tests.fakes import FakeClock
 from tests.integration.postgres_fixture import pg_dsn, postgres  # noqa: F401
 from tests.postgres import PostgresServer
+from tests.unit.audit._factory import make_event
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 ORIGIN = "broker.test/audit"
 
 
 def event(i: int, *, replica: str = "r0") -> AuditEvent:
-    return AuditEvent(
-        event="resource.released",
-        time=T0 + timedelta(seconds=i),
-        request_id=f"{replica}-{i}",
-        client="127.0.0.1",
-        decision="allow",
-        resource="tenant-a/db/key",
-        version=1,
-        claims={"i": i},
+    return make_event(
+        i, time=T0 + timedelta(seconds=i), request_id=f"{replica}-{i}", claims={"i": i}
     )
 
 

@@ -10,7 +10,6 @@ import asyncio
 import multiprocessing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.adapters.audit_tree import AuditTree
@@ -18,21 +17,11 @@ from broker.adapters.sqlite_audit import SQLiteAuditLog
 from broker.audit.chain import verify_chain
 from broker.audit.merkle import record_leaf_hash
 from broker.audit.record import AuditEvent
-
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+from tests.unit.audit._factory import make_event
 
 
 def event(worker: int, i: int) -> AuditEvent:
-    return AuditEvent(
-        event="resource.released",
-        time=T0 + timedelta(seconds=i),
-        request_id=f"w{worker}-{i}",
-        client="127.0.0.1",
-        decision="allow",
-        resource="tenant-a/db/key",
-        version=1,
-        claims={"worker": worker, "i": i},
-    )
+    return make_event(i, request_id=f"w{worker}-{i}", claims={"worker": worker, "i": i})
 
 
 @asynccontextmanager
