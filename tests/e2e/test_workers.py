@@ -22,11 +22,21 @@ from tests.integration.postgres_fixture import pg_dsn, postgres  # noqa: F401
 pytestmark = pytest.mark.slow
 
 
-def _wait_announced(log_path: Path, proc: subprocess.Popen[bytes]) -> None:
+def _wait_announced(log_path: Path, proc: subprocess.Popen[bytes], workers: int = 1) -> None:
+    """Until worker 0 has announced the port and ``workers`` workers have started
+    listening: with SO_REUSEPORT, a worker not yet listening gets no connection."""
     deadline = time.monotonic() + 60
-    while "broker listening" not in log_path.read_text(errors="replace"):
+    while True:
+        text = log_path.read_text(errors="replace")
+        started = {
+            json.loads(line).get("worker")
+            for line in text.splitlines()
+            if '"broker.started"' in line
+        }
+        if "broker listening" in text and len(started) >= workers:
+            return
         if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("worker 0 never announced: " + log_path.read_text()[-3000:])
+            pytest.fail("the workers never all started: " + text[-3000:])
         time.sleep(0.1)
 
 
@@ -156,7 +166,7 @@ def test_workers_share_one_sqlite_data_dir(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc, log_path)
-            _wait_announced(log_path, proc)
+            _wait_announced(log_path, proc, workers=2)
             data = tmp_path / "data"
             admin = (data / "admin.token").read_text().strip()
             auditor = (data / "auditor.token").read_text().strip()
