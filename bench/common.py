@@ -8,7 +8,6 @@ neighbour on a shared machine slows both sides rather than one of them.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import statistics
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.utils import CryptographyDeprecationWarning
+
+from broker.cli.heap import settle_heap
 
 _T = TypeVar("_T")
 
@@ -36,12 +37,11 @@ def run_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """``asyncio.run`` on uvloop when it is installed, as the broker runs: the load
     generator shares the cores with the server, so its own loop overhead counts.
 
-    What is loaded before the run is frozen out of garbage collection, as the broker
-    does after its start: a full collection of the load generator would stall every
-    simulated enclave at once and show up in the broker's latencies.
+    The heap is settled as the broker's is after its start: a full collection of the
+    load generator would stall every simulated enclave at once and show up in the
+    broker's latencies, and frequent young ones take CPU from the broker.
     """
-    gc.collect()
-    gc.freeze()
+    settle_heap()
     try:
         import uvloop  # noqa: PLC0415 - optional, as for the broker
     except ImportError:  # pragma: no cover

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import multiprocessing
 import os
 import shutil
@@ -22,6 +21,7 @@ from aiohttp import web
 from broker.adapters.datadir import ADMIN_TOKEN_FILE
 from broker.api.app import create_app, install_reload_signal
 from broker.api.tls import server_context
+from broker.cli.heap import settle_heap
 from broker.config import MAX_WORKERS, Settings, load_settings, validate, with_dev_defaults
 from broker.errors import BrokerError, ConfigError
 from broker.logging import bind_process, configure_logging
@@ -73,11 +73,7 @@ async def _run(settings: Settings, *, reuse_port: bool = False, announce: bool =
             f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror}"
         ) from None
     install_reload_signal(app)
-    # Everything built so far (modules, policies, compiled CEL, the audit tree) lives
-    # as long as the process. Frozen, the collector stops walking it on every full
-    # collection: those walks had stalled a busy worker for 100-250 ms at a time.
-    gc.collect()
-    gc.freeze()
+    settle_heap()
     scheme = "https" if ssl_context is not None else "http"
     url = f"{scheme}://{settings.server.host}:{settings.server.port}"
     if announce:
