@@ -45,7 +45,7 @@ class Attested:
 
     token: str
     tee: str
-    jti: str = ""
+    jti: str
 
 
 @dataclass(frozen=True, slots=True)
